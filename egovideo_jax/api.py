@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from egovideo_jax.convert import mapping, torch_io, weights
+from egovideo_jax.convert import flax_io, mapping, torch_io, weights
 from egovideo_jax.model.config import EgoVideoConfig, get_model_config
 from egovideo_jax.model.egovideo import EgoVideo
 from egovideo_jax.model.layout import is_scanned, stack_layers, unstack_layers
@@ -52,19 +52,6 @@ def _compiled_encoders(config: EgoVideoConfig, dtype):
     encode_text = jax.jit(lambda params, tokens: module.apply(
         {'params': params}, tokens, method=EgoVideo.encode_text))
     return encode_video, encode_text
-
-
-def _read_flax_checkpoint(directory: Path) -> dict[str, Any]:
-    """Params from one of our Orbax checkpoints: a step directory or its `params` item."""
-    import orbax.checkpoint as ocp
-    target = directory / 'params' if (directory / 'params').is_dir() else directory
-    try:
-        restored = ocp.PyTreeCheckpointer().restore(target.resolve())
-    except Exception as error:  # orbax raises several types for "not a checkpoint"
-        raise ValueError(f'{directory} is not a readable Orbax checkpoint: {error}') from error
-    if isinstance(restored, Mapping) and 'params' in restored:
-        restored = restored['params']
-    return dict(restored)
 
 
 def _merge_flax_params(loaded: Mapping[str, Any], init: Mapping[str, Any]
@@ -138,6 +125,12 @@ class EgoVideoModel:
     def export_safetensors(self, path: str | os.PathLike):
         torch_io.write_safetensors(path, self.reference_state())
 
+    def save(self, directory: str | os.PathLike):
+        """Our own checkpoint (Orbax params + metadata), readable by `load(directory)`."""
+        flax_io.write_params(directory, self.params, variant=self.config.variant,
+                             mode=self.config.mode,
+                             num_frames=self.config.vision.num_frames)
+
 
 def load(checkpoint: str | os.PathLike | None = None, variant: str = 'B/16',
          mode: str = 'slowfast', num_frames: int = 4, seed: int = 0,
@@ -158,7 +151,12 @@ def load(checkpoint: str | os.PathLike | None = None, variant: str = 'B/16',
         return EgoVideoModel(config, init_params(config, seed), dtype=dtype)
     path = Path(checkpoint)
     if path.is_dir():
-        loaded = _read_flax_checkpoint(path)
+        saved_for = flax_io.read_metadata(path)
+        if saved_for and (saved_for['variant'], saved_for['mode']) != (variant, mode):
+            raise ValueError(f"{path} holds a {saved_for['variant']} {saved_for['mode']} model; "
+                             f'load it with variant={saved_for["variant"]!r}, '
+                             f'mode={saved_for["mode"]!r} (asked for {variant!r}, {mode!r})')
+        loaded = flax_io.read_params(path)
         temporal = loaded.get('visual', {}).get('temporal_embedding')
         if temporal is not None:
             config = get_model_config(variant, mode, int(np.shape(temporal)[0]))

@@ -40,6 +40,7 @@ class EgoVideoConfig:
     mode: str = 'single'  # 'single': one 4-frame branch; 'slowfast': + 16-frame adapter branch
     fast_frames: int = 16
     adapter_ratio: float = 0.5
+    variant: str = ''  # the VARIANTS name it was built from (set by get_model_config)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -78,4 +79,4 @@ def get_model_config(variant: str = 'B/16', mode: str = 'single', num_frames: in
         raise ValueError(f'unknown model variant {variant!r}; choose from {sorted(VARIANTS)}')
     base = VARIANTS[variant]
     vision = dataclasses.replace(base.vision, num_frames=num_frames)
-    return dataclasses.replace(base, vision=vision, mode=mode, **overrides)
+    return dataclasses.replace(base, vision=vision, mode=mode, variant=variant, **overrides)
