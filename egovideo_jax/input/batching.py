@@ -1,0 +1,50 @@
+"""Global batches on the device mesh from each host's local slice."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+def batch_axes(mesh: Mesh, data_axes: Sequence[str] = ('data', 'fsdp')) -> tuple[str, ...]:
+    """The mesh axes that split the batch: those of `data_axes` the mesh has.
+
+    Leaving absent axes out lets the same call serve a data-only mesh; at least one must
+    exist, else the batch would silently be replicated.
+    """
+    present = tuple(axis for axis in data_axes if axis in mesh.axis_names)
+    if not present:
+        raise ValueError(f'none of the batch axes {tuple(data_axes)} is in the mesh, whose axes '
+                         f'are {mesh.axis_names}')
+    return present
+
+
+def global_batch(local_batch: dict, mesh: Mesh,
+                 data_axes: Sequence[str] = ('data', 'fsdp')) -> dict:
+    """Each leaf of this host's `local_batch` (leading axis: local examples) becomes one
+    global `jax.Array` whose leading axis is `process_count` times longer, sharded over
+    `data_axes`. dtypes follow jax's canonicalisation (int64 -> int32 without x64)."""
+    axes = batch_axes(mesh, data_axes)
+    sharding = NamedSharding(mesh, PartitionSpec(axes))
+    shards = int(np.prod([mesh.shape[axis] for axis in axes]))
+    global_size = None
+
+    def to_global(path, leaf):
+        nonlocal global_size
+        leaf = np.asarray(leaf)
+        name = jax.tree_util.keystr(path)
+        if leaf.ndim == 0:
+            raise ValueError(f'batch field {name} is a scalar; every field needs a batch axis')
+        size = leaf.shape[0] * jax.process_count()
+        if global_size is not None and size != global_size:
+            raise ValueError(f'batch field {name} has {leaf.shape[0]} local examples, other '
+                             f'fields have {global_size // jax.process_count()}')
+        global_size = size
+        if size % shards:
+            raise ValueError(f'batch field {name}: global batch {size} is not divisible by the '
+                             f'{shards} shards of mesh axes {axes}')
+        return jax.make_array_from_process_local_data(sharding, leaf)
+
+    return jax.tree_util.tree_map_with_path(to_global, local_batch)
