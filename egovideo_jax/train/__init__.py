@@ -1,0 +1,1 @@
+"""Training: contrastive losses for video-text co-training."""
