@@ -1,0 +1,80 @@
+"""EgoVideo co-training configs.
+
+    python main.py --config=configs/cotrain.py:VARIANT[,STAGE] --workdir=DIR [--config.a.b=v]
+
+VARIANT: `demo` (tiny model on the embedded demo records, CPU, minutes), `b16`, `l14_336`
+(paper-scale settings). STAGE: `stage1` (single branch, 4 frames, the whole model trains),
+`stage2` (slow/fast, backbone frozen; adapters, projections and fusion train) or `joint`
+(default: the slow branch trains the backbone, the fast branch trains the adapters through
+the frozen shared weights). Durations are in steps; `num_epochs` converts when
+`total_steps` is -1.
+"""
+import ml_collections
+
+NO_DECAY = ('.*/bias', '.*/scale', '.*embedding.*', 'logit_scale', '.*/gamma')
+STAGES = {
+    'stage1': dict(mode='single', trainable=('.*',)),
+    'stage2': dict(mode='slowfast', trainable=(
+        'visual/blocks[^/]*/adapter/.*', 'visual/image_projection', 'textual/text_projection',
+        'slowfast_projection')),
+    'joint': dict(mode='slowfast', trainable=('.*',)),
+}
+VARIANTS = {
+    'demo': dict(model='demo', batch_size=16, lr=5e-4, warmup_steps=20, total_steps=300,
+                 crop_size=64, dtype='float32', scan_layers=False, mesh_data=-1,
+                 worker_count=0, log_every=10, checkpoint_every=100, num_epochs=0),
+    'b16': dict(model='B/16', batch_size=512, lr=4e-5, warmup_steps=1000, total_steps=-1,
+                crop_size=224, dtype='bfloat16', scan_layers=True, mesh_data=-1,
+                worker_count=8, log_every=50, checkpoint_every=1000, num_epochs=15),
+    'l14_336': dict(model='L/14-336', batch_size=256, lr=1e-5, warmup_steps=1000,
+                    total_steps=-1, crop_size=336, dtype='bfloat16', scan_layers=True,
+                    mesh_data=-1, worker_count=8, log_every=50, checkpoint_every=1000,
+                    num_epochs=15),
+}
+
+
+def get_config(arg: str = 'demo') -> ml_collections.ConfigDict:
+    variant, _, stage = arg.partition(',')
+    stage = stage or 'joint'
+    if variant not in VARIANTS:
+        raise ValueError(f'configs/cotrain.py: unknown variant {variant!r}; '
+                         f'choose from {sorted(VARIANTS)}')
+    if stage not in STAGES:
+        raise ValueError(f'configs/cotrain.py: unknown stage {stage!r}; '
+                         f'choose from {sorted(STAGES)}')
+    v, s = VARIANTS[variant], STAGES[stage]
+
+    config = ml_collections.ConfigDict()
+    config.variant = variant
+    config.stage = stage
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict(dict(
+        variant=v['model'], mode=s['mode'], num_frames=4, fast_frames=16, dtype=v['dtype'],
+        scan_layers=v['scan_layers'], remat_policy='none'))
+    # Initial weights: anything egovideo_jax.load() reads (OpenAI CLIP, reference .pt, ours).
+    config.init = ml_collections.ConfigDict(dict(checkpoint=''))
+
+    config.data = ml_collections.ConfigDict(dict(
+        train='', eval='', build_demo=variant == 'demo', batch_size=v['batch_size'],
+        crop_size=v['crop_size'], text_field='hod', flip_swaps_sides=True,
+        worker_count=v['worker_count'], prefetch=2, on_error='fail', max_skip_fraction=0.01,
+        tokenizer='clip'))
+
+    config.total_steps = v['total_steps']
+    config.num_epochs = v['num_epochs']
+    config.optim = ml_collections.ConfigDict(dict(
+        lr=v['lr'], b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01,
+        warmup_steps=v['warmup_steps'], schedule='cosine', grad_clip=0.0,
+        grad_accum_steps=1, trainable=list(s['trainable']),
+        frozen=['logit_scale'],  # freeze_temperature, as the reference
+        lr_multipliers=[], no_decay=list(NO_DECAY)))
+
+    config.mesh = ml_collections.ConfigDict(dict(data=v['mesh_data'], fsdp=1, tensor=1))
+    config.log_every = v['log_every']
+    config.checkpoint = ml_collections.ConfigDict(dict(
+        every_steps=v['checkpoint_every'], keep=3, best_metric='', best_mode='max',
+        keep_best=1, async_save=True))
+    config.evals = ml_collections.ConfigDict()
+    config.lock()  # overrides of unknown keys fail, naming the key
+    return config

@@ -1,0 +1,76 @@
+"""`validate(config)`: reject unknown keys and impossible combinations, naming the field."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from egovideo_jax.model.config import MODES, VARIANTS
+from egovideo_jax.model.transformer import REMAT_POLICIES
+
+DTYPES = ('float32', 'bfloat16')
+
+
+def _flat_keys(config, prefix='') -> set[str]:
+    keys = set()
+    for key, value in config.items():
+        name = f'{prefix}{key}'
+        if hasattr(value, 'items'):
+            keys |= _flat_keys(value, name + '.')
+        else:
+            keys.add(name)
+    return keys
+
+
+def check_known_keys(config, reference):
+    """Every (nested) key of `config` must exist in `reference` (the variant's defaults);
+    `evals.*` are free-form evaluator settings."""
+    unknown = sorted(k for k in _flat_keys(config) - _flat_keys(reference)
+                     if not k.startswith('evals.'))
+    if unknown:
+        raise ValueError(f'unknown config key(s) {unknown}; see configs/cotrain.py')
+
+
+def validate(config, num_devices: int, process_count: int = 1, reference=None):
+    if reference is not None:
+        check_known_keys(config, reference)
+    model, data, optim = config.model, config.data, config.optim
+    if model.variant not in VARIANTS:
+        raise ValueError(f'config.model.variant={model.variant!r}; choose from {sorted(VARIANTS)}')
+    if model.mode not in MODES:
+        raise ValueError(f'config.model.mode={model.mode!r}; choose from {MODES}')
+    if model.dtype not in DTYPES:
+        raise ValueError(f'config.model.dtype={model.dtype!r}; choose from {DTYPES}')
+    if model.remat_policy not in ('none', *REMAT_POLICIES):
+        raise ValueError(f'config.model.remat_policy={model.remat_policy!r}; choose from '
+                         f'{("none", *REMAT_POLICIES)}')
+    for name in ('num_frames', 'fast_frames'):
+        if model[name] < 1:
+            raise ValueError(f'config.model.{name} must be >= 1, got {model[name]}')
+    image_size = VARIANTS[model.variant].vision.image_size
+    if data.crop_size != image_size:
+        raise ValueError(f'config.data.crop_size={data.crop_size} does not match the '
+                         f'{model.variant} model input of {image_size} px')
+    from egovideo_jax.train.sharding import mesh_shape  # jax-free callers may skip this part
+    shape = dict(zip(('data', 'fsdp', 'tensor'), mesh_shape(config.mesh, num_devices)))
+    data_parallel = shape['data'] * shape['fsdp']
+    per_step = data_parallel * optim.grad_accum_steps
+    if data.batch_size % per_step:
+        raise ValueError(f'config.data.batch_size={data.batch_size} is not divisible by the '
+                         f'data-parallel size {data_parallel} (mesh {shape}) x '
+                         f'config.optim.grad_accum_steps={optim.grad_accum_steps}')
+    if data.batch_size % process_count:
+        raise ValueError(f'config.data.batch_size={data.batch_size} is not divisible by the '
+                         f'{process_count} processes')
+    if optim.grad_accum_steps < 1:
+        raise ValueError(f'config.optim.grad_accum_steps must be >= 1')
+    if not data.train and not data.build_demo:
+        raise ValueError('config.data.train is empty: give a records directory '
+                         '(--config.data.train=DIR)')
+    if data.train and not data.build_demo and not Path(data.train).exists():
+        raise ValueError(f'config.data.train={data.train!r} does not exist')
+    if config.total_steps < 1 and config.num_epochs < 1:
+        raise ValueError('set config.total_steps (>= 1) or config.num_epochs (>= 1)')
+    if config.log_every < 1:
+        raise ValueError(f'config.log_every must be >= 1, got {config.log_every}')
+    if math.isnan(optim.lr) or optim.lr <= 0:
+        raise ValueError(f'config.optim.lr must be > 0, got {optim.lr}')

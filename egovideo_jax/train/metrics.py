@@ -1,0 +1,114 @@
+"""Training observability: console lines, TensorBoard events, metrics.jsonl, PNG curves, MFU.
+
+TensorBoard files are written with tensorboardX (no TensorFlow).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Mapping
+
+import jax
+
+# Dense bf16 peak FLOP/s per device, by substrings of `device_kind`. Unknown kinds (CPUs)
+# get no MFU rather than a made-up one.
+PEAK_FLOPS = {
+    'TPU v6': 918e12, 'TPU v5p': 459e12, 'TPU v5 lite': 197e12, 'TPU v5e': 197e12,
+    'TPU v4': 275e12, 'TPU v3': 123e12, 'H200': 989e12, 'H100': 989e12, 'A100': 312e12,
+    'L4': 121e12, 'A10G': 70e12,
+}
+
+
+def peak_flops(device: jax.Device) -> float | None:
+    kind = getattr(device, 'device_kind', '')
+    for name, flops in PEAK_FLOPS.items():
+        if name.lower() in kind.lower():
+            return flops
+    return None
+
+
+def compiled_flops(compiled) -> float | None:
+    """FLOPs of one call of a compiled function, from XLA's cost analysis (per device)."""
+    try:
+        analysis = compiled.cost_analysis()
+    except Exception:  # some back-ends do not implement it
+        return None
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    flops = (analysis or {}).get('flops')
+    return float(flops) if flops and flops > 0 else None
+
+
+class MetricLogger:
+    """One place every metric goes: console, TensorBoard, metrics.jsonl; curves at the end."""
+
+    def __init__(self, workdir: str | Path, total_steps: int, enabled: bool = True):
+        self.workdir = Path(workdir)
+        self.total_steps = total_steps
+        self.enabled = enabled  # only process 0 writes
+        self.history: dict[str, list[tuple[int, float]]] = {}
+        self._writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._writer = SummaryWriter(str(self.workdir / 'tensorboard'))
+            self._jsonl = open(self.workdir / 'metrics.jsonl', 'a')
+
+    def write(self, step: int, metrics: Mapping[str, float], prefix: str = 'train'):
+        if not self.enabled:
+            return
+        record = {'step': step, 'time': time.time()}
+        for name, value in metrics.items():
+            value = float(value)
+            key = f'{prefix}/{name}'
+            record[key] = value
+            self.history.setdefault(key, []).append((step, value))
+            self._writer.add_scalar(key, value, step)
+        self._jsonl.write(json.dumps(record) + '\n')
+        self._jsonl.flush()
+
+    def console(self, step: int, metrics: Mapping[str, float], eta_seconds: float | None):
+        if not self.enabled:
+            return
+        parts = [f'step {step}/{self.total_steps}']
+        formats = {'loss': '{:.4f}', 'v2t_accuracy': '{:.3f}', 't2v_accuracy': '{:.3f}',
+                   'lr': '{:.2e}', 'clips_per_s': '{:.1f}', 'step_time_s': '{:.3f}',
+                   'mfu': '{:.1%}', 'grad_norm': '{:.3f}'}
+        for name, fmt in formats.items():
+            if name in metrics and not math.isnan(float(metrics[name])):
+                parts.append(f'{name} ' + fmt.format(float(metrics[name])))
+        if eta_seconds is not None:
+            parts.append(f'eta {time.strftime("%H:%M:%S", time.gmtime(eta_seconds))}')
+        print(' | '.join(parts), flush=True)
+
+    def plot_curves(self, path: str | Path | None = None) -> Path | None:
+        """PNG of every logged train curve (loss, accuracies, lr, throughput)."""
+        if not self.enabled or not self.history:
+            return None
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+        names = sorted(self.history)
+        columns = min(3, len(names))
+        rows = math.ceil(len(names) / columns)
+        figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3 * rows),
+                                    squeeze=False)
+        for axis, name in zip(axes.flat, names):
+            steps, values = zip(*self.history[name])
+            axis.plot(steps, values)
+            axis.set_title(name)
+            axis.set_xlabel('step')
+        for axis in list(axes.flat)[len(names):]:
+            axis.axis('off')
+        figure.tight_layout()
+        path = Path(path or self.workdir / 'training_curves.png')
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        return path
+
+    def close(self):
+        if self.enabled:
+            self._writer.close()
+            self._jsonl.close()
