@@ -12,14 +12,15 @@ from collections.abc import Iterable, Iterator
 
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
-from egovideo_jax.records.atomic import publish, remove_quietly, sha256_file, temp_path_for
+from egovideo_jax.records.atomic import (AbortOnError, publish, remove_quietly, sha256_file,
+                                         temp_path_for, write_all)
 from egovideo_jax.records.tfrecord import RecordError, ShardInfo
 
 WRITER_OPTIONS = 'group_size:1'
 RANDOM_ACCESS_OPTIONS = 'readahead_buffer_size:0,max_parallelism:0'
 
 
-class ArrayRecordShardWriter:
+class ArrayRecordShardWriter(AbortOnError):
     """Like `TFRecordShardWriter`: a temporary file beside `path` until `close()`."""
 
     def __init__(self, path):
@@ -51,22 +52,10 @@ class ArrayRecordShardWriter:
             self._writer.close()
         remove_quietly(self._temp_path)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, traceback):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
 
 def write_array_record_shard(path, records: Iterable[bytes]) -> int:
     """Writes `records` as one ArrayRecord shard, atomically; returns the count."""
-    with ArrayRecordShardWriter(path) as writer:
-        for record in records:
-            writer.write(record)
-    return len(writer)
+    return write_all(ArrayRecordShardWriter(path), records)
 
 
 class IndexedArrayRecord:

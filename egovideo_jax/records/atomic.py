@@ -65,3 +65,25 @@ def sha256_file(path: str, chunk_bytes: int = 1 << 20) -> str:
         while chunk := file.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class AbortOnError:
+    """Context-manager behaviour of our writers: `close()` on success, `abort()` (remove
+    everything half-written) when the block raises."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_all(writer, records) -> int:
+    """Writes every record through `writer` (an AbortOnError writer); returns the count."""
+    with writer:
+        for record in records:
+            writer.write(record)
+    return len(writer)

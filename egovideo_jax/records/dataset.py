@@ -36,8 +36,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from egovideo_jax.records import arrayrecord, schema, tfrecord
-from egovideo_jax.records.atomic import (fsync_directory, remove_quietly, sha256_file,
-                                         write_bytes_atomically)
+from egovideo_jax.records.atomic import (AbortOnError, fsync_directory, remove_quietly,
+                                         sha256_file, write_bytes_atomically)
 from egovideo_jax.records.tfrecord import RecordError
 
 MANIFEST_NAME = 'manifest.json'
@@ -67,7 +67,7 @@ def _open_shard(path, format: str, verify_crc: bool = True):
     return arrayrecord.IndexedArrayRecord(path)
 
 
-class DatasetWriter:
+class DatasetWriter(AbortOnError):
     """Writes clip dicts into shards of `records_per_shard` and, at `close()`, gives the
     shards their final `NAME-KKKKK-of-NNNNN` names and writes the manifest.
 
@@ -177,15 +177,6 @@ class DatasetWriter:
             remove_quietly(info.path)
             remove_quietly(tfrecord.index_path(info.path))
         self._finished = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, traceback):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _existing_dataset_files(directory: str, name: str) -> list[str]:

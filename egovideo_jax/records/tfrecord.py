@@ -34,8 +34,8 @@ from collections.abc import Iterable, Iterator
 import google_crc32c
 import numpy as np
 
-from egovideo_jax.records.atomic import (fsync_directory, publish, remove_quietly,
-                                         temp_path_for)
+from egovideo_jax.records.atomic import (AbortOnError, fsync_directory, publish,
+                                         remove_quietly, temp_path_for, write_all)
 
 INDEX_SUFFIX = '.index'
 INDEX_MAGIC = b'EVJTFIDX'
@@ -172,7 +172,7 @@ def unframe_record(buffer: bytes, *, shard: str, index: int, verify_crc: bool = 
     return data
 
 
-class TFRecordShardWriter:
+class TFRecordShardWriter(AbortOnError):
     """Streams framed records into a temporary file beside `path`; `close()` publishes the
     shard and its index under their final names, `abort()` (or an exception inside a `with`
     block) leaves no file behind."""
@@ -215,22 +215,10 @@ class TFRecordShardWriter:
         self._file.close()
         remove_quietly(self._temp_path)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, traceback):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
 
 def write_shard(path, records: Iterable[bytes]) -> int:
     """Writes `records` as one TFRecord shard plus its index, atomically; returns the count."""
-    with TFRecordShardWriter(path) as writer:
-        for record in records:
-            writer.write(record)
-    return len(writer)
+    return write_all(TFRecordShardWriter(path), records)
 
 
 def publish_shard_as(shard_path, final_path) -> None:
