@@ -1,0 +1,123 @@
+"""Batched embedding for the evaluators: decode clips on worker threads, pad the last batch
+(one compiled shape per run), optionally shard each batch over a mesh, show progress."""
+from __future__ import annotations
+
+import collections
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+from tqdm import tqdm
+
+from egovideo_jax.api import EgoVideoModel
+from egovideo_jax.model.config import EgoVideoConfig
+from egovideo_jax.model.layout import is_scanned, unstack_layers
+from egovideo_jax.model.tokenizer import tokenize
+from egovideo_jax.train.sharding import batch_sharding, data_parallel_size
+
+Item = TypeVar('Item')
+
+
+def as_model(model_or_params: Any, model_config: EgoVideoConfig | None = None) -> EgoVideoModel:
+    """An `EgoVideoModel` as is, or `params` (either layer layout, e.g. a train state's,
+    possibly sharded) bound to `model_config`."""
+    if model_config is None:
+        if not isinstance(model_or_params, EgoVideoModel):
+            raise TypeError('evaluators take an EgoVideoModel, or params together with their '
+                            f'EgoVideoConfig; got {type(model_or_params).__name__} alone')
+        return model_or_params
+    params = model_or_params
+    return EgoVideoModel(model_config, unstack_layers(params) if is_scanned(params) else params)
+
+
+def frame_counts(config: EgoVideoConfig, num_frames: int) -> tuple[int, ...]:
+    """Frames per video input: slow/fast models take their slow (T0, 4) and fast (16) counts;
+    single-branch models the evaluator's configured `num_frames`."""
+    if config.mode == 'slowfast':
+        return config.vision.num_frames, config.fast_frames
+    return (num_frames,)
+
+
+def _check_batch_size(batch_size: int, mesh: Mesh | None):
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    if mesh is not None and batch_size % data_parallel_size(mesh):
+        raise ValueError(f'batch_size {batch_size} is not divisible by the mesh\'s data-parallel '
+                         f'size {data_parallel_size(mesh)}')
+
+
+def _padded(arrays: Sequence[np.ndarray], batch_size: int, mesh: Mesh | None):
+    batch = np.stack(arrays)
+    if len(batch) < batch_size:  # zeros: padded rows are computed, then dropped
+        padding = np.zeros((batch_size - len(batch),) + batch.shape[1:], batch.dtype)
+        batch = np.concatenate([batch, padding])
+    return batch if mesh is None else jax.device_put(batch, batch_sharding(mesh))
+
+
+def _prefetched(load: Callable[[Item], Any], items: Sequence[Item], num_workers: int,
+                window: int) -> Iterator[Any]:
+    """`load(item)` for each item in order, computed up to `window` items ahead on threads
+    (PyAV and Pillow release the GIL while decoding and resizing)."""
+    if num_workers <= 0:
+        yield from map(load, items)
+        return
+    pool = ThreadPoolExecutor(num_workers)
+    upcoming = iter(items)
+    try:
+        pending = collections.deque(pool.submit(load, item)
+                                    for item in itertools.islice(upcoming, window))
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(pool.submit(load, item) for item in itertools.islice(upcoming, 1))
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def embed_videos(model: EgoVideoModel, items: Sequence[Item],
+                 load: Callable[[Item], Sequence[np.ndarray]], batch_size: int,
+                 num_workers: int = 4, mesh: Mesh | None = None,
+                 desc: str = 'videos') -> np.ndarray:
+    """float32 `[len(items), embed]`: `load(item)` gives the model's video inputs for one clip
+    (`[frames]` or `[slow, fast]`, each `[T, H, W, 3]`), embedded `batch_size` at a time."""
+    _check_batch_size(batch_size, mesh)
+    embeddings = []
+    batch = []
+    with tqdm(total=len(items), desc=desc, unit='clip', smoothing=0.1) as progress:
+        def flush():
+            branches = [_padded(branch, batch_size, mesh) for branch in zip(*batch)]
+            embeddings.append(np.asarray(model.encode_video(*branches), np.float32)[:len(batch)])
+            progress.update(len(batch))
+            batch.clear()
+
+        for clip in _prefetched(load, items, num_workers, window=batch_size + 2 * num_workers):
+            batch.append(clip)
+            if len(batch) == batch_size:
+                flush()
+        if batch:
+            flush()
+    if not embeddings:
+        return np.zeros((0, model.config.embed_dim), np.float32)
+    return np.concatenate(embeddings)
+
+
+def embed_texts(model: EgoVideoModel, texts: Sequence[str], batch_size: int,
+                desc: str = 'texts') -> np.ndarray:
+    """float32 `[len(texts), embed]`: CLIP-tokenised (truncated to the context length).
+    Runs unsharded: the text tower is small next to the video tower."""
+    _check_batch_size(batch_size, None)
+    context_length = model.config.text.context_length
+    embeddings = []
+    with tqdm(total=len(texts), desc=desc, unit='text', smoothing=0.1) as progress:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            tokens = _padded(list(tokenize(list(chunk), context_length)), batch_size, None)
+            embeddings.append(np.asarray(model.encode_text(tokens), np.float32)[:len(chunk)])
+            progress.update(len(chunk))
+    if not embeddings:
+        return np.zeros((0, model.config.embed_dim), np.float32)
+    return np.concatenate(embeddings)
