@@ -1,0 +1,1 @@
+"""HOD narration pipeline: detections, tracks, motion facts, prompts and narrators."""
