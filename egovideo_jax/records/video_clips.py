@@ -101,6 +101,9 @@ def decode_nearest_frames(path: str, targets: np.ndarray, short_side: int,
             float(rate) if rate else 0.0)
 
 
+TIE_TOLERANCE_S = 1e-6
+
+
 def _nearest(frames, targets, origin, path, clip_starts_here
              ) -> list[tuple[float, av.VideoFrame]]:
     chosen = []
@@ -111,7 +114,10 @@ def _nearest(frames, targets, origin, path, clip_starts_here
         current = (frame.time - origin, frame)
         while len(chosen) < len(targets) and current[0] >= targets[len(chosen)]:
             target = targets[len(chosen)]
-            closer_before = previous is not None and target - previous[0] <= current[0] - target
+            # Ties go to the earlier frame; the tolerance keeps float noise in the times from
+            # flipping a tie (e.g. targets exactly between frames when storing every frame).
+            closer_before = (previous is not None
+                             and target - previous[0] <= current[0] - target + TIE_TOLERANCE_S)
             chosen.append(previous if closer_before else current)
         if len(chosen) == len(targets):
             return chosen
