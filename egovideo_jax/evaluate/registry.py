@@ -160,4 +160,5 @@ def build_evaluators(evals: Mapping[str, Any], workdir: str | os.PathLike | None
 
 
 # The benchmark modules register themselves on import (they import this module first).
-from egovideo_jax.evaluate import egomcq, egtea, ek100_cls, ek100_mir  # noqa: E402,F401
+from egovideo_jax.evaluate import (demo_retrieval, egomcq, egtea, ek100_cls,  # noqa: E402,F401
+                                   ek100_mir)

@@ -1,0 +1,123 @@
+"""Text<->video retrieval on the held-out split of the embedded demo dataset.
+
+Inputs: a records directory (the HOD pipeline's `heldout` output) and the demo source's
+`actions.csv` (`video_id, action, hand, object, fast_motion_only, ...`). Each clip's query
+text is its `text_field`: the original narration (`narration`, without Ego4D's `#C ` tag) or
+its first HOD narration (`hod`). Clips with the same text are relevant to each other.
+Metrics (percent): V->T and T->V R@1, R@5 and mAP over all clips, and the same restricted to
+the actions that only fast motion separates (shake vs hold, quick back-and-forth vs a slow
+move and back): there 4 frames look alike and 16 do not.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+
+from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
+from egovideo_jax.evaluate.metrics import mir_map
+from egovideo_jax.evaluate.registry import Evaluator, percent, register
+from egovideo_jax.input.sampling import sample_eval
+from egovideo_jax.input.transforms import normalize, resize_short_side_center_crop
+from egovideo_jax.records.dataset import open_dataset
+from egovideo_jax.records.schema import decode_frames
+
+TEXT_FIELDS = ('narration', 'hod')
+
+
+@dataclasses.dataclass
+class Annotations:
+    records: Path
+    texts: list[str]             # query text per clip, in record order
+    fast_motion_only: np.ndarray  # bool per clip
+
+
+def clip_text(clip: dict, text_field: str) -> str:
+    if text_field == 'hod' and clip['hod']:
+        return clip['hod'][0]
+    return re.sub(r'^#\w+\s+', '', clip['narration']).strip()
+
+
+def recall_at(similarity: np.ndarray, relevancy: np.ndarray, k: int) -> float:
+    """Fraction of query rows with a relevant item among their top k."""
+    top = np.argsort(-similarity, axis=1, kind='stable')[:, :k]
+    return float(np.mean(np.take_along_axis(relevancy, top, axis=1).max(axis=1) > 0))
+
+
+def retrieval_metrics(video: np.ndarray, text: np.ndarray, clip_texts: list[str],
+                      texts: list[str]) -> dict[str, float]:
+    """`video [clips, E]` and `text [len(texts), E]` (L2-normalised; `texts` distinct);
+    a clip is relevant to a text when it is the clip's own. V->T ranks the texts for each
+    clip, T->V the clips for each text. Fractions, not percent."""
+    similarity = video @ text.T
+    relevancy = (np.asarray(clip_texts)[:, None] == np.asarray(texts)[None, :]).astype(np.float64)
+    metrics = {}
+    for direction, s, r in (('v2t', similarity, relevancy), ('t2v', similarity.T, relevancy.T)):
+        metrics[f'{direction}_r1'] = recall_at(s, r, 1)
+        metrics[f'{direction}_r5'] = recall_at(s, r, 5)
+        metrics[f'{direction}_map'] = mir_map(s, r)
+    return metrics
+
+
+@register('demo_retrieval')
+class DemoRetrieval(Evaluator):
+    DEFAULTS = dict(records='', actions_csv='', text_field='narration')
+
+    def read_annotations(self) -> Annotations:
+        records = self.path('records')
+        actions_csv = self.path('actions_csv')
+        if self.config.text_field not in TEXT_FIELDS:
+            raise ValueError(f'{self.key}.text_field={self.config.text_field!r}; choose from '
+                             f'{TEXT_FIELDS}')
+        with open(actions_csv, newline='') as file:
+            rows = list(csv.DictReader(file))
+        missing = {'video_id', 'fast_motion_only'} - set(rows[0] if rows else {})
+        if missing:
+            raise ValueError(f'{actions_csv}: missing columns {sorted(missing)}')
+        fast_by_video = {row['video_id']: row['fast_motion_only'] == '1' for row in rows}
+        dataset = open_dataset(records)
+        texts, fast = [], []
+        for index in range(len(dataset)):
+            clip = dataset.decode(index)
+            if clip['video_id'] not in fast_by_video:
+                raise ValueError(f'{records}, record {index}: video {clip["video_id"]!r} is not '
+                                 f'in {actions_csv}')
+            texts.append(clip_text(clip, self.config.text_field))
+            fast.append(fast_by_video[clip['video_id']])
+        return Annotations(records, texts, np.array(fast, bool))
+
+    def evaluate(self, model, annotations: Annotations) -> dict[str, float]:
+        counts = frame_counts(model.config, self.config.num_frames)
+        size = model.config.vision.image_size
+        dataset = open_dataset(annotations.records)
+
+        def load(index: int) -> list[np.ndarray]:
+            clip = dataset.decode(index)
+            stored = len(clip['frames_jpeg'])
+            branches = []
+            for count in counts:
+                frames = decode_frames(clip, sample_eval(0, stored, count),
+                                       shard=str(annotations.records), index=index)
+                branches.append(normalize(np.stack(
+                    [resize_short_side_center_crop(frame, size) for frame in frames])))
+            return branches
+
+        video = embed_videos(model, list(range(len(dataset))), load, self.config.batch_size,
+                             self.config.num_workers, self.mesh, desc=f'{self.name} videos')
+        texts = sorted(set(annotations.texts))
+        text = embed_texts(model, texts, self.config.batch_size, desc=f'{self.name} texts')
+        column = {t: i for i, t in enumerate(texts)}
+        metrics = {}
+        subsets = {'all': np.ones(len(video), bool), 'fast_motion': annotations.fast_motion_only}
+        for subset, mask in subsets.items():
+            if not mask.any():
+                continue
+            clip_texts = [t for t, keep in zip(annotations.texts, mask) if keep]
+            distinct = sorted(set(clip_texts))
+            subset_metrics = retrieval_metrics(video[mask], text[[column[t] for t in distinct]],
+                                               clip_texts, distinct)
+            metrics.update({f'{subset}/{name}': value for name, value in subset_metrics.items()})
+        return percent(metrics)

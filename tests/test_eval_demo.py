@@ -1,0 +1,43 @@
+"""Demo retrieval metrics: known answers on hand-made embeddings."""
+import numpy as np
+import pytest
+
+from egovideo_jax.evaluate.demo_retrieval import clip_text, recall_at, retrieval_metrics
+
+
+def test_perfect_embeddings_score_one():
+    texts = ['shakes the cup', 'holds the cup', 'moves the ball']
+    clip_texts = ['shakes the cup', 'holds the cup', 'shakes the cup', 'moves the ball']
+    text = np.eye(3, dtype=np.float32)
+    video = np.stack([text[texts.index(t)] for t in clip_texts])
+    metrics = retrieval_metrics(video, text, clip_texts, texts)
+    assert metrics == pytest.approx({name: 1.0 for name in metrics})
+
+
+def test_known_answer_with_one_confusion():
+    # Clip 1 ("holds") looks exactly like "shakes": V->T ranks "shakes" first for it.
+    texts = ['holds', 'shakes']
+    clip_texts = ['shakes', 'holds']
+    text = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)   # holds, shakes
+    video = np.array([[1.0, 0.0], [0.9, 0.1]], np.float32)  # both near "shakes"
+    metrics = retrieval_metrics(video, text, clip_texts, texts)
+    # Similarity rows are clips, columns [holds, shakes].
+    similarity = video @ text.T
+    np.testing.assert_allclose(similarity, [[0.0, 1.0], [0.1, 0.9]], atol=1e-6)
+    assert metrics['v2t_r1'] == pytest.approx(0.5)   # clip 0 right, clip 1 wrong
+    assert metrics['v2t_r5'] == pytest.approx(1.0)
+    assert metrics['v2t_map'] == pytest.approx((1.0 + 0.5) / 2)
+    # T->V: "holds" ranks clip 1 (0.1) above clip 0 (0.0) -> right; "shakes" ranks clip 0
+    # (1.0) above clip 1 (0.9) -> right.
+    assert metrics['t2v_r1'] == pytest.approx(1.0)
+
+
+def test_recall_at_and_text_fields():
+    similarity = np.array([[0.2, 0.9, 0.5]])
+    relevancy = np.array([[0.0, 0.0, 1.0]])
+    assert recall_at(similarity, relevancy, 1) == 0.0
+    assert recall_at(similarity, relevancy, 2) == 1.0
+    clip = {'narration': '#C C shakes the red cup', 'hod': ['The right hand shakes the cup.']}
+    assert clip_text(clip, 'narration') == 'C shakes the red cup'
+    assert clip_text(clip, 'hod') == 'The right hand shakes the cup.'
+    assert clip_text({**clip, 'hod': []}, 'hod') == 'C shakes the red cup'
