@@ -68,7 +68,10 @@ def get_config(arg: str = 'demo') -> ml_collections.ConfigDict:
         warmup_steps=v['warmup_steps'], schedule='cosine', grad_clip=0.0,
         grad_accum_steps=1, trainable=list(s['trainable']),
         frozen=['logit_scale'],  # freeze_temperature, as the reference
-        lr_multipliers=[], no_decay=list(NO_DECAY)))
+        lr_multipliers=[],
+        # '.*/gamma' is the adapters' scale: single mode has none, and a rule that matches
+        # nothing is an error (optimizer.check_patterns).
+        no_decay=[r for r in NO_DECAY if s['mode'] == 'slowfast' or r != '.*/gamma']))
 
     config.mesh = ml_collections.ConfigDict(dict(data=v['mesh_data'], fsdp=1, tensor=1))
     config.log_every = v['log_every']

@@ -134,11 +134,15 @@ def train(config, workdir: str | os.PathLike,
         return global_batch({k: local[k] for k in MODEL_INPUTS if k in local}, mesh)
 
     def check_finite(step: int, metrics: dict):
-        loss = float(jax.device_get(metrics['loss']))
-        if not math.isfinite(loss):
+        # A finite loss with non-finite gradients still poisons the parameters.
+        values = {name: float(value) for name, value in
+                  jax.device_get({k: metrics[k] for k in ('loss', 'grad_norm')}).items()}
+        bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+        if bad:
             good = checkpointer.latest_step()
             where = checkpointer.path(good) if good else 'none saved yet'
-            raise NonFiniteLoss(f'loss is {loss} at step {step} (batch {step - 1} of this run\'s '
+            described = ', '.join(f'{name} is {value}' for name, value in bad.items())
+            raise NonFiniteLoss(f'{described} at step {step} (batch {step - 1} of this run\'s '
                                 f'data order); last good checkpoint: {where}')
 
     compiled, flops, peak = None, None, None
