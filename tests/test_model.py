@@ -294,8 +294,8 @@ def test_bf16_compute_fp32_params(params):
 # 5. Logical-axis annotations
 # ---------------------------------------------------------------------------------------------
 
-LOGICAL_NAMES = {'embed', 'mlp', 'heads', 'kv', 'vocab', 'patch', 'adapter', 'proj', 'layers',
-                 None}
+LOGICAL_NAMES = {'embed', 'mlp', 'heads', 'kv', 'vocab', 'patch', 'adapter', 'adapter_in',
+                 'proj', 'fusion', 'layers', None}
 
 
 @pytest.mark.parametrize('mode,scan', [('single', False), ('slowfast', False),
@@ -351,7 +351,8 @@ def test_every_param_has_logical_axes(mode, scan):
             f'visual/{block}/adapter/down_proj/kernel': lead + ('embed', 'adapter'),
             f'visual/{block}/adapter/up_proj/kernel': lead + ('adapter', 'embed'),
             f'visual/{block}/adapter/gamma': lead + (None,),
-            'slowfast_projection': (None, 'proj'),
+            'slowfast_projection': ('fusion', 'proj'),
+            f'visual/{block}/adapter/conv/kernel': lead + (None, 'adapter_in', 'adapter'),
         })
     else:
         assert not any(_is_adapter('/' + k) for k in by_name)

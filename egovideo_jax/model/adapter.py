@@ -48,7 +48,7 @@ class MotionAdapter(nn.Module):
                          name='dwconv')(series)
         series = nn.Conv(hidden, (1,), **dense,
                          kernel_init=logical(nn.initializers.normal(math.sqrt(2 / hidden)),
-                                             (None, None, 'adapter')),
+                                             (None, 'adapter_in', 'adapter')),
                          bias_init=logical(nn.initializers.zeros, ('adapter',)),
                          name='conv')(series)
         motion = series.reshape(batch, patches, self.num_frames, hidden)

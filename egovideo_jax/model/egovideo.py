@@ -52,7 +52,7 @@ class EgoVideo(nn.Module):
             self.slowfast_projection = self.param(
                 'slowfast_projection',
                 logical(nn.initializers.truncated_normal((2 * cfg.embed_dim) ** -0.5),
-                        (None, 'proj')),
+                        ('fusion', 'proj')),
                 (2 * cfg.embed_dim, cfg.embed_dim), self.param_dtype)
 
     def _fast_branch(self, fast):

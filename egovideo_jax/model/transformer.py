@@ -2,7 +2,8 @@
 
 Every parameter carries logical axis names so the trainer can shard it by rules:
   embed (model width), mlp (MLP hidden), heads, kv (head dim), vocab, patch (flattened
-  patch pixels), adapter (adapter bottleneck), proj (joint embedding), layers (scan axis).
+  patch pixels), adapter / adapter_in (adapter bottleneck, output / input side), proj (joint
+  embedding), fusion (the concatenated slow+fast embedding), layers (scan axis).
 Activations are constrained at block boundaries to (batch, length, embed).
 """
 from __future__ import annotations

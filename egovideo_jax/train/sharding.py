@@ -27,6 +27,8 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ('mlp', 'tensor'),
     ('heads', 'tensor'),
     ('adapter', 'tensor'),
+    ('adapter_in', 'fsdp'),  # so no large adapter weight stays whole under fsdp
+    ('fusion', 'fsdp'),
     ('vocab', 'tensor'),
     ('kv', None),
     ('patch', None),
