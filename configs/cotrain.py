@@ -56,7 +56,7 @@ def get_config(arg: str = 'demo') -> ml_collections.ConfigDict:
     config.init = ml_collections.ConfigDict(dict(checkpoint=''))
 
     config.data = ml_collections.ConfigDict(dict(
-        train='', eval='', build_demo=variant == 'demo', batch_size=v['batch_size'],
+        train='', build_demo=variant == 'demo', batch_size=v['batch_size'],
         crop_size=v['crop_size'], text_field='hod', flip_swaps_sides=True,
         worker_count=v['worker_count'], prefetch=2, on_error='fail', max_skip_fraction=0.01,
         tokenizer='clip'))
@@ -78,6 +78,15 @@ def get_config(arg: str = 'demo') -> ml_collections.ConfigDict:
     config.checkpoint = ml_collections.ConfigDict(dict(
         every_steps=v['checkpoint_every'], keep=3, best_metric='', best_mode='max',
         keep_best=1, async_save=True))
+    # Evaluators (egovideo_jax/evaluate/registry.py), run every `every_steps` and at the end.
     config.evals = ml_collections.ConfigDict()
+    if variant == 'demo':
+        config.evals.demo = ml_collections.ConfigDict(dict(
+            type='demo_retrieval', records='', actions_csv='', text_field='narration',
+            batch_size=16, every_steps=0))
+    # The embedded demo dataset (built through the HOD pipeline when data.build_demo is set
+    # and data.train is empty); dir '' means WORKDIR/demo_data.
+    config.demo = ml_collections.ConfigDict(dict(
+        dir='', train_clips=600, heldout_clips=200, size=96, seed=0, workers=2))
     config.lock()  # overrides of unknown keys fail, naming the key
     return config

@@ -66,7 +66,7 @@ def validate(config, num_devices: int, process_count: int = 1, reference=None):
     if not data.train and not data.build_demo:
         raise ValueError('config.data.train is empty: give a records directory '
                          '(--config.data.train=DIR)')
-    if data.train and not data.build_demo and not Path(data.train).exists():
+    if data.train and not Path(data.train).exists():
         raise ValueError(f'config.data.train={data.train!r} does not exist')
     if config.total_steps < 1 and config.num_epochs < 1:
         raise ValueError('set config.total_steps (>= 1) or config.num_epochs (>= 1)')

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict
 
+from egovideo_jax.evaluate.registry import build_evaluators
 from egovideo_jax.input.batching import global_batch
 from egovideo_jax.input.pipeline import DataConfig, input_stats, make_iterator
 from egovideo_jax.model.config import get_model_config
@@ -72,6 +73,37 @@ def data_config_from(config, path: str, train: bool) -> DataConfig:
         max_skip_fraction=data.max_skip_fraction, seed=config.seed, tokenizer=data.tokenizer)
 
 
+def prepare_demo_data(config, workdir: Path):
+    """Builds the embedded demo dataset through the HOD pipeline if `data.build_demo` is set
+    and `data.train` is empty; points `data.train` and the demo evaluator at it."""
+    if not config.data.build_demo or config.data.train:
+        return
+    from egovideo_jax.hod.pipeline import build_demo_dataset
+    demo = config.demo
+    paths = build_demo_dataset(demo.dir or workdir / 'demo_data', demo.train_clips,
+                               demo.heldout_clips, demo.seed, size=demo.size,
+                               workers=demo.workers)
+    with config.unlocked():
+        config.data.train = paths['train']
+        for section in config.evals.values():
+            if section.get('type') == 'demo_retrieval':
+                section.records = section.records or paths['heldout']
+                section.actions_csv = section.actions_csv or paths['heldout_actions']
+
+
+def evaluator_sections(config, verbose: bool) -> dict:
+    """`config.evals` less a demo evaluator that has no held-out records (when `data.train`
+    was given instead of building the demo data), which is reported."""
+    sections = {}
+    for name, section in config.evals.items():
+        if section.get('type') == 'demo_retrieval' and not section.get('records'):
+            if verbose:
+                print(f'config.evals.{name}: no held-out demo records set; skipped')
+            continue
+        sections[name] = section
+    return sections
+
+
 def total_steps_of(config, num_records: int) -> int:
     if config.total_steps > 0:
         return config.total_steps
@@ -105,6 +137,8 @@ def train(config, workdir: str | os.PathLike,
     module = build_module(config)
     model_config = module.config
 
+    if is_lead:
+        prepare_demo_data(config, workdir)
     dataset = open_dataset(config.data.train)
     total_steps = total_steps_of(config, len(dataset))
     data_config = data_config_from(config, config.data.train, train=True)
@@ -123,6 +157,8 @@ def train(config, workdir: str | os.PathLike,
         if is_lead:
             print(f'resumed from {checkpointer.path(start_step)} at step {start_step}')
 
+    evaluators = build_evaluators(evaluator_sections(config, verbose=is_lead),
+                                  workdir=workdir / 'eval', mesh=mesh)
     step_fn = make_train_step(module, tx, mesh, state_shardings, config.optim.grad_accum_steps)
     logger = MetricLogger(workdir, total_steps, enabled=is_lead)
     stop = {'requested': False}
@@ -178,6 +214,10 @@ def train(config, workdir: str | os.PathLike,
                 logger.console(step, values, eta_seconds=(total_steps - step) * step_time)
                 last_metrics = values
                 window_start, window_steps = time.time(), 0
+            due = [e for e in evaluators.values() if e.should_run(step) or step == total_steps]
+            for evaluator in due:
+                logger.write(step, evaluator.run(state.params, model_config),
+                             prefix=f'eval/{evaluator.name}')
             if checkpointer.should_save(step) or stop['requested'] or step == total_steps:
                 check_finite(step, metrics)
                 checkpointer.save(step, state, iterator, config.to_dict(),
