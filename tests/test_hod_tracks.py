@@ -67,9 +67,20 @@ def test_interacted_object_follows_the_contact_offset():
     touching = hand(0.6, 0.6, state=4, offset=(0.1, 0.25))
     tracks = build_tracks([FrameDetections(0, (touching,), objects)])
     np.testing.assert_allclose(tracks.centers('object')[0], [0.2, 0.2], atol=1e-6)
-    # below the object threshold, the nearer object is not a candidate
+    # below the object threshold the held object is not a candidate, and the other one is
+    # too far from where the hand points to be it: no object rather than a wrong one
     tracks = build_tracks([FrameDetections(0, (holding,), objects)], object_threshold=0.7)
-    np.testing.assert_allclose(tracks.centers('object')[0], [0.2, 0.2], atol=1e-6)
+    assert tracks.valid['object'].tolist() == [0]
+
+
+def test_a_missed_object_is_interpolated_not_replaced_by_a_distractor():
+    target, distractor = obj(0.5, 0.5, score=0.9), obj(0.1, 0.9, score=0.8)
+    frames = [FrameDetections(0, (), (target, distractor)),
+              FrameDetections(1, (), (distractor,)),  # the target's detection was missed
+              FrameDetections(2, (), (obj(0.52, 0.5, score=0.9), distractor))]
+    tracks = build_tracks(frames)
+    assert tracks.valid['object'].tolist() == [1, 2, 1]
+    np.testing.assert_allclose(tracks.centers('object')[1], [0.51, 0.5], atol=1e-6)
 
 
 def test_contact_holds_the_previous_detection():

@@ -6,7 +6,10 @@ one `FrameDetections` (or None: no detections) per stored frame of the clip, in 
 - per frame, the highest-scoring hand of each side (scores >= hand_threshold) and the
   interacted object (scores >= object_threshold): when a picked hand touches a portable object
   (state 3), the object whose centre is nearest to that hand's centre + object_offset (the
-  higher-scoring such hand when both do), else the highest-scoring object;
+  higher-scoring such hand when both do), else the highest-scoring object; a candidate whose
+  centre is more than MAX_OBJECT_JUMP from where the track was last seen (or, for a holding
+  hand, from the point its offset names) is rejected and the frame left as a gap: a missed
+  detection of the real object must not make the track jump to a distractor;
 - gaps between detections are filled by linear interpolation over the frame index, frames
   before the first / after the last detection hold that detection; filled frames are marked
   interpolated; a track never detected stays absent (zero boxes);
@@ -92,6 +95,11 @@ def _checked_arrays(field: str, arrays: Mapping, names: Sequence[str], shape: tu
     return checked
 
 
+# Largest plausible distance (normalised image units) between the interacted object's centre
+# and where it is expected: the holding hand's offset point, or its last picked position.
+MAX_OBJECT_JUMP = 0.15
+
+
 def build_tracks(frames: Sequence[FrameDetections | None],
                  hand_threshold: float = DEFAULT_HAND_THRESHOLD,
                  object_threshold: float = DEFAULT_OBJECT_THRESHOLD,
@@ -102,6 +110,7 @@ def build_tracks(frames: Sequence[FrameDetections | None],
     picked_boxes: dict[str, list[BBox | None]] = {name: [None] * num_frames
                                                    for name in TRACK_NAMES}
     states: dict[str, list[int | None]] = {side: [None] * num_frames for side in HAND_SIDES}
+    last_object_center = None
     for index, frame in enumerate(frames):
         if frame is None:
             continue
@@ -110,9 +119,10 @@ def build_tracks(frames: Sequence[FrameDetections | None],
         for side, hand in hands.items():
             picked_boxes[HAND_TRACKS[side]][index] = hand.bbox
             states[side][index] = hand.state
-        interacted = _interacted_object(hands, frame.objects)
+        interacted = _interacted_object(hands, frame.objects, last_object_center)
         if interacted is not None:
             picked_boxes['object'][index] = interacted.bbox
+            last_object_center = np.array(interacted.bbox.center)
 
     boxes, valid = {}, {}
     for name in TRACK_NAMES:
@@ -132,16 +142,26 @@ def _best_hand_per_side(hands: Sequence[HandDetection]) -> dict[str, HandDetecti
 
 
 def _interacted_object(hands: Mapping[str, HandDetection],
-                       objects: Sequence[ObjectDetection]) -> ObjectDetection | None:
+                       objects: Sequence[ObjectDetection],
+                       last_center: np.ndarray | None) -> ObjectDetection | None:
     if not objects:
         return None
     holders = [hand for hand in hands.values() if hand.state == PORTABLE_OBJECT]
-    if not holders:
-        return max(objects, key=lambda obj: obj.score)
-    holder = max(holders, key=lambda hand: hand.score)
-    hand_x, hand_y = holder.bbox.center
-    target = np.array([hand_x + holder.object_offset[0], hand_y + holder.object_offset[1]])
-    return min(objects, key=lambda obj: float(np.sum((np.array(obj.bbox.center) - target) ** 2)))
+    if holders:
+        holder = max(holders, key=lambda hand: hand.score)
+        hand_x, hand_y = holder.bbox.center
+        anchor = np.array([hand_x + holder.object_offset[0], hand_y + holder.object_offset[1]])
+        candidate = min(objects, key=lambda obj: _distance(obj, anchor))
+    else:
+        candidate = max(objects, key=lambda obj: obj.score)
+        anchor = last_center
+    if anchor is not None and _distance(candidate, anchor) > MAX_OBJECT_JUMP:
+        return None
+    return candidate
+
+
+def _distance(obj: ObjectDetection, point: np.ndarray) -> float:
+    return float(np.linalg.norm(np.array(obj.bbox.center) - point))
 
 
 def _fill_gaps(boxes: Sequence[BBox | None]) -> tuple[np.ndarray, np.ndarray]:
