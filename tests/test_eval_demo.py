@@ -41,3 +41,22 @@ def test_recall_at_and_text_fields():
     assert clip_text(clip, 'narration') == 'C shakes the red cup'
     assert clip_text(clip, 'hod') == 'The right hand shakes the cup.'
     assert clip_text({**clip, 'hod': []}, 'hod') == 'C shakes the red cup'
+
+
+def test_demo_retrieval_end_to_end_on_built_demo_records(tmp_path):
+    import ml_collections
+
+    from egovideo_jax import load
+    from egovideo_jax.evaluate.registry import build_evaluators
+    from egovideo_jax.hod.pipeline import build_demo_dataset
+
+    paths = build_demo_dataset(tmp_path / 'demo', train_clips=2, heldout_clips=12, seed=0,
+                               size=64, progress=False)
+    evals = ml_collections.ConfigDict({'demo': dict(
+        type='demo_retrieval', records=paths['heldout'], actions_csv=paths['heldout_actions'],
+        batch_size=4, num_workers=0)})
+    evaluator = build_evaluators(evals, workdir=tmp_path / 'eval')['demo']
+    metrics = evaluator.run(load(variant='tiny', mode='slowfast', verbose=False))
+    assert {f'all/{d}_{m}' for d in ('v2t', 't2v') for m in ('r1', 'r5', 'map')} <= set(metrics)
+    assert all(0.0 <= value <= 100.0 for value in metrics.values())
+    assert (tmp_path / 'eval' / 'demo' / 'metrics.json').exists()
