@@ -52,3 +52,26 @@ def test_errors_name_the_problem(tmp_path):
     wrong_mode = run('to-torch', '--checkpoint', str(ckpt), '--variant', 'tiny',
                      '--mode', 'slowfast', '--out', str(tmp_path / 'y.pt'), check=False)
     assert wrong_mode.returncode != 0 and "mode='single'" in wrong_mode.stderr
+
+
+def test_load_reads_a_trainer_step_directory(tmp_path):
+    """`WORKDIR/checkpoints/STEP` holds the train state under a `state` item."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from egovideo_jax.api import EgoVideoModel, init_params
+    from egovideo_jax.model.config import get_model_config
+
+    config = get_model_config('tiny', 'single')
+    params = init_params(config, seed=7)
+    state = {'step': np.int32(3), 'params': params,
+             'opt_state': jax.tree_util.tree_map(np.zeros_like, params)}
+    manager = ocp.CheckpointManager(tmp_path / 'checkpoints',
+                                    item_handlers={'state': ocp.StandardCheckpointHandler()})
+    manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+    manager.wait_until_finished()
+    model = load(tmp_path / 'checkpoints' / '3', variant='tiny', mode='single', verbose=False)
+    assert model.report.new == [] and model.report.unexpected == []
+    expected = EgoVideoModel(config, params).reference_state()
+    for key, value in model.reference_state().items():
+        np.testing.assert_array_equal(value, expected[key], err_msg=key)

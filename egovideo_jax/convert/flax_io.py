@@ -1,7 +1,8 @@
 """Our own parameter checkpoints: an Orbax PyTree in `DIR/params` plus `DIR/egovideo.json`.
 
-The trainer's Orbax step directories have the same `params` item, so `read_params` accepts
-either. The JSON names the variant, mode and temporal table length the params belong to.
+`read_params` also takes the trainer's step directories (`WORKDIR/checkpoints/STEP`), whose
+`state` item holds the parameters next to the optimizer state. The JSON names the variant,
+mode and temporal table length the params belong to.
 """
 from __future__ import annotations
 
@@ -33,10 +34,13 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def read_params(directory: str | os.PathLike) -> dict[str, Any]:
-    """Params from one of our checkpoints: a directory with a `params` item, or the item."""
+    """Params from one of our checkpoints: a directory with a `params` item (converter
+    output), a trainer step directory (`WORKDIR/checkpoints/STEP`, whose `state` item holds
+    the train state), or the item itself."""
     import orbax.checkpoint as ocp
     directory = Path(directory).resolve()
-    target = directory / 'params' if (directory / 'params').is_dir() else directory
+    target = next((directory / item for item in ('params', 'state')
+                   if (directory / item).is_dir()), directory)
     try:
         restored = ocp.PyTreeCheckpointer().restore(target)
     except Exception as error:  # orbax raises several types for "not a checkpoint"
