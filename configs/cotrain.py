@@ -57,7 +57,10 @@ def get_config(arg: str = 'demo') -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict(dict(
         train='', build_demo=variant == 'demo', batch_size=v['batch_size'],
-        crop_size=v['crop_size'], text_field='hod', flip_swaps_sides=True,
+        # The demo's text tower starts from scratch: 'mixed' (narrations and HOD narrations)
+        # teaches it the narration language its held-out queries use as well.
+        crop_size=v['crop_size'], text_field='mixed' if variant == 'demo' else 'hod',
+        flip_swaps_sides=True,
         worker_count=v['worker_count'], prefetch=2, on_error='fail', max_skip_fraction=0.01,
         tokenizer='clip'))
 
@@ -87,6 +90,9 @@ def get_config(arg: str = 'demo') -> ml_collections.ConfigDict:
     # The embedded demo dataset (built through the HOD pipeline when data.build_demo is set
     # and data.train is empty); dir '' means WORKDIR/demo_data.
     config.demo = ml_collections.ConfigDict(dict(
-        dir='', train_clips=600, heldout_clips=200, size=96, seed=0, workers=2))
+        dir='', train_clips=600, heldout_clips=200, size=96, seed=0, workers=2,
+        # Two objects: the actions (18 per object), not 30 objects, are what the demo model
+        # must learn (egovideo_jax/hod/synthetic.py demo_objects; 0: all 30).
+        num_objects=2))
     config.lock()  # overrides of unknown keys fail, naming the key
     return config

@@ -76,6 +76,7 @@ def get_config(variant: str = 'epic') -> ml_collections.ConfigDict:
     config.progress = True
 
     config.demo = ml_collections.ConfigDict(dict(
-        train_clips=600, heldout_clips=200, seed=0, size=144))
+        train_clips=600, heldout_clips=200, seed=0, size=144,
+        num_objects=0))  # 0: all 30 colour x kind objects; fewer makes the actions the task
     config.lock()  # overrides of unknown keys fail, naming the key
     return config

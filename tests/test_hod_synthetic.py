@@ -11,6 +11,7 @@ from egovideo_jax.hod.demo_source import (ACTION_FIELDS, NARRATION_FIELDS, clip_
                                           write_demo_source)
 from egovideo_jax.hod.detections import PORTABLE_OBJECT, read_epic_pickle
 from egovideo_jax.hod.synthetic import (ACTIONS, COLORS, FAST_MOTION_PAIRS, ActionSpec,
+                                        demo_objects,
                                         render_clip, sample_action_specs)
 from egovideo_jax.input.sampling import sample_eval
 from egovideo_jax.input.video import read_frames, video_info
@@ -184,6 +185,18 @@ def test_sample_action_specs_is_balanced_and_deterministic():
         assert max(directions.values()) - min(directions.values()) <= 2
     objects = collections.Counter(spec.object for spec in specs)
     assert len(objects) == 30 and max(objects.values()) - min(objects.values()) <= 1
+
+
+def test_a_smaller_object_vocabulary():
+    first_five = demo_objects(5)
+    assert len({color for color, _ in first_five}) == len({kind for _, kind in first_five}) == 5
+    assert sorted(demo_objects(30)) == sorted(demo_objects(0))  # every object, once
+    specs = sample_action_specs(66, seed=1, num_objects=2)
+    assert collections.Counter(spec.object for spec in specs) == {
+        f'{color} {kind}': 33 for color, kind in demo_objects(2)}
+    assert set(collections.Counter(spec.action for spec in specs).values()) == {6}
+    with pytest.raises(ValueError, match='num_objects'):
+        demo_objects(31)
 
 
 def test_invalid_specs_are_refused():

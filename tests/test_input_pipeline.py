@@ -3,6 +3,7 @@
 Every stored frame k of a test clip is uniform green `20 + 30k` (so the output reveals which
 stored frames were sampled) over a red ramp that rises left to right (so it reveals a flip).
 """
+import collections
 import json
 import os
 import pickle
@@ -210,6 +211,21 @@ def test_hod_text_is_drawn_per_use_with_counted_fallback(clips_dir):
 
     narration = pipeline.make_dataset(_config(clips_dir, text_field='narration'), train=True)
     assert _text(narration[0]['tokens']).startswith('c picks up cup')
+
+
+def test_mixed_text_draws_narrations_and_hod_narrations(clips_dir):
+    ds = pipeline.make_dataset(_config(clips_dir, text_field='mixed'), train=True)
+    starts = collections.Counter(_text(example['tokens']).split()[0]
+                                 for example in _take(ds, 4 * NUM_CLIPS))
+    assert set(starts) == {'c', 'the'} and min(starts.values()) > NUM_CLIPS // 2
+    evaluation = pipeline.make_dataset(_config(clips_dir, text_field='mixed'), train=False)
+    assert _text(evaluation[0]['tokens']).startswith('c picks up cup')
+
+
+def test_clean_narration_drops_the_ego4d_tag():
+    assert pipeline.clean_narration('#C C opens the drawer ') == 'C opens the drawer'
+    assert pipeline.clean_narration('#O a man holds a cup') == 'a man holds a cup'
+    assert pipeline.clean_narration('C #unsure takes it') == 'C #unsure takes it'
 
 
 # ----------------------------------------------------------------------------- order, hosts

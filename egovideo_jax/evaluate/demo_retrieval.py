@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
 from egovideo_jax.evaluate.metrics import mir_map
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
+from egovideo_jax.input.pipeline import clean_narration
 from egovideo_jax.input.sampling import sample_eval
 from egovideo_jax.input.transforms import normalize, resize_short_side_center_crop
 from egovideo_jax.records.dataset import open_dataset
@@ -38,7 +38,7 @@ class Annotations:
 def clip_text(clip: dict, text_field: str) -> str:
     if text_field == 'hod' and clip['hod']:
         return clip['hod'][0]
-    return re.sub(r'^#\w+\s+', '', clip['narration']).strip()
+    return clean_narration(clip['narration'])
 
 
 def recall_at(similarity: np.ndarray, relevancy: np.ndarray, k: int) -> float:

@@ -151,7 +151,7 @@ def run(config) -> tuple[list, str]:
         paths = pipeline.build_demo_dataset(
             config.output_dir, demo.train_clips, demo.heldout_clips, demo.seed, size=demo.size,
             workers=config.workers, records_per_shard=config.records_per_shard,
-            progress=config.progress)
+            progress=config.progress, num_objects=demo.num_objects)
         reports = [report.read_report(os.path.dirname(paths[f'{split}_report']))
                    for split in pipeline.DEMO_SPLITS]
         records_dir = paths['train']

@@ -76,9 +76,11 @@ def _write_clip(job: tuple[str, ActionSpec, int, Path, int, float, float, float]
 
 def write_demo_source(out_dir: str | os.PathLike, num_clips: int, seed: int, split: str,
                       size: int = 144, fps: float = 15, seconds: float = 3.0,
-                      miss_rate: float = 0.05, workers: int = 1) -> DemoSourceInfo:
+                      miss_rate: float = 0.05, workers: int = 1,
+                      num_objects: int = 0) -> DemoSourceInfo:
     """Renders `num_clips` clips of `split` ('train' or 'heldout') into `out_dir` (layout in
-    the module docstring), on `workers` processes. Deterministic in the arguments except
+    the module docstring), on `workers` processes, drawing objects from
+    `synthetic.demo_objects(num_objects)` (0: all 30). Deterministic in the arguments except
     `workers`; video ids are `demo_{split}_{index:05d}`."""
     if split not in SPLITS:
         raise ValueError(f'split: expected one of {SPLITS}, got {split!r}')
@@ -89,7 +91,8 @@ def write_demo_source(out_dir: str | os.PathLike, num_clips: int, seed: int, spl
     root = Path(out_dir)
     for folder in ('videos', 'detections'):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    specs = sample_action_specs(num_clips, seed=seed * len(SPLITS) + SPLITS.index(split))
+    specs = sample_action_specs(num_clips, seed=seed * len(SPLITS) + SPLITS.index(split),
+                                num_objects=num_objects)
     jobs = [(f'demo_{split}_{index:05d}', spec, clip_seed(seed, split, index), root, size, fps,
              seconds, miss_rate) for index, spec in enumerate(specs)]
     if workers > 1:

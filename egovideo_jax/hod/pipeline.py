@@ -687,8 +687,9 @@ DEMO_SPLITS = ('train', 'heldout')
 def build_demo_dataset(output_dir: str | os.PathLike, train_clips: int = 600,
                        heldout_clips: int = 200, seed: int = 0, *, size: int = 144,
                        workers: int = 1, records_per_shard: int = 256,
-                       progress: bool = True) -> dict[str, str]:
-    """The embedded demo dataset: renders the procedural source for both splits under
+                       progress: bool = True, num_objects: int = 0) -> dict[str, str]:
+    """The embedded demo dataset: renders the procedural source for both splits (objects from
+    `synthetic.demo_objects(num_objects)`, 0: all 30) under
     `output_dir/source/{split}`, then runs this pipeline on it (`epic` detections, `rules`
     narrator) into `output_dir/{split}`. Every source frame is stored (45 at 15 fps over 3 s),
     so the trainer samples from the rendered frames themselves.
@@ -700,7 +701,7 @@ def build_demo_dataset(output_dir: str | os.PathLike, train_clips: int = 600,
     """
     output_dir = Path(output_dir)
     arguments = {'train_clips': train_clips, 'heldout_clips': heldout_clips, 'seed': seed,
-                 'size': size}
+                 'size': size, 'num_objects': num_objects}
     manifest_path = output_dir / DEMO_MANIFEST
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text(encoding='utf-8'))
@@ -711,7 +712,8 @@ def build_demo_dataset(output_dir: str | os.PathLike, train_clips: int = 600,
     paths = {}
     for split, num_clips in zip(DEMO_SPLITS, (train_clips, heldout_clips)):
         source_dir = output_dir / 'source' / split
-        num_frames = _render_demo_source(source_dir, num_clips, seed, split, size, workers)
+        num_frames = _render_demo_source(source_dir, num_clips, seed, split, size, workers,
+                                         num_objects)
         options = PipelineOptions(
             video_root=os.fspath(source_dir / 'videos'), detection_source='epic',
             detection_root=os.fspath(source_dir / 'detections'), frames_per_clip=num_frames,
@@ -731,19 +733,20 @@ def build_demo_dataset(output_dir: str | os.PathLike, train_clips: int = 600,
 
 
 def _render_demo_source(source_dir: Path, num_clips: int, seed: int, split: str, size: int,
-                        workers: int) -> int:
+                        workers: int, num_objects: int) -> int:
     """Renders a split (layout of `demo_source`) unless a complete one is there; returns the
     frames per video. A marker written after the source says it is complete."""
     from egovideo_jax.hod import demo_source
 
     marker = source_dir / '.complete.json'
-    arguments = {'num_clips': num_clips, 'seed': seed, 'split': split, 'size': size}
+    arguments = {'num_clips': num_clips, 'seed': seed, 'split': split, 'size': size,
+                 'num_objects': num_objects}
     if marker.exists():
         done = json.loads(marker.read_text(encoding='utf-8'))
         if done['arguments'] == arguments:
             return done['num_frames']
     info = demo_source.write_demo_source(source_dir, num_clips, seed, split, size=size,
-                                         workers=workers)
+                                         workers=workers, num_objects=num_objects)
     write_bytes_atomically(os.fspath(marker), json.dumps(
         {'arguments': arguments, 'num_frames': info.num_frames}).encode())
     return info.num_frames

@@ -398,9 +398,23 @@ ACTIONS: dict[str, Action] = {action.name: action for action in (
 FAST_MOTION_PAIRS = (('shake', 'hold'), ('back_and_forth', 'move_and_back'))
 
 
-def sample_action_specs(num_clips: int, seed: int) -> list[ActionSpec]:
+def demo_objects(num_objects: int = 0) -> list[tuple[str, str]]:
+    """The (colour, kind) objects clips are drawn from: all 30 (`num_objects` 0), or the first
+    `num_objects` of an order where the first five differ in both colour and kind (a small
+    vocabulary makes the actions, not the objects, what a model must learn)."""
+    total = len(COLORS) * len(KINDS)
+    if not 0 <= num_objects <= total:
+        raise ValueError(f'num_objects: expected 0 (all) .. {total}, got {num_objects}')
+    if num_objects == 0:
+        return [(color, kind) for color in COLORS for kind in KINDS]
+    colors = list(COLORS)
+    # i -> (i mod 6, i mod 5) visits every pair once (6 and 5 are coprime).
+    return [(colors[i % len(colors)], KINDS[i % len(KINDS)]) for i in range(num_objects)]
+
+
+def sample_action_specs(num_clips: int, seed: int, num_objects: int = 0) -> list[ActionSpec]:
     """`num_clips` specs balanced over actions (shuffled rounds through all of them), over
-    hands and directions within each action, and over colour x kind objects."""
+    hands and directions within each action, and over the objects (`demo_objects`)."""
     rng = np.random.default_rng(seed)
     names = list(ACTIONS)
     variants = {}  # action -> shuffled (hand, direction) cycle
@@ -408,7 +422,7 @@ def sample_action_specs(num_clips: int, seed: int) -> list[ActionSpec]:
         combos = [(hand, direction) for direction in (ACTIONS[name].directions or (None,))
                   for hand in HAND_SIDES]
         variants[name] = [combos[i] for i in rng.permutation(len(combos))]
-    objects = [(color, kind) for color in COLORS for kind in KINDS]
+    objects = demo_objects(num_objects)
     counts = dict.fromkeys(names, 0)
     specs, round_order, object_order = [], [], []
     for _ in range(num_clips):
@@ -909,5 +923,5 @@ def _detections(geometry: _Geometry, cameras: np.ndarray, motion: Motion,
 __all__ = [
     'ACTIONS', 'Action', 'ActionSpec', 'COLORS', 'FAST_MOTION_PAIRS', 'KINDS', 'Motion',
     'RenderedClip', 'Scene', 'SceneObject', 'ScriptContext', 'hand_parts', 'object_parts',
-    'render_clip', 'sample_action_specs',
+    'demo_objects', 'render_clip', 'sample_action_specs',
 ]

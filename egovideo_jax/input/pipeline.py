@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -38,7 +39,8 @@ from egovideo_jax.records import schema
 from egovideo_jax.records.tfrecord import RecordError
 
 MODES = ('single', 'slowfast')  # the model's modes: one 4-frame branch, or + the fast branch
-TEXT_FIELDS = ('hod', 'narration')
+TEXT_FIELDS = ('hod', 'narration', 'mixed')
+NARRATION_TAG = re.compile(r'^#\w+\s+')  # Ego4D's speaker tag: '#C C opens ...'
 ON_ERROR = ('fail', 'skip')
 CONTEXT_LENGTH = 77
 # The skip fraction is judged once this many records (or a whole epoch of this host, if
@@ -56,7 +58,9 @@ class DataConfig:
     mode: str = 'slowfast'
     crop_size: int = 224
     # 'hod': training draws one HOD narration per use, evaluation takes the first; clips
-    # without one use their narration (counted as text fallbacks). Or 'narration'.
+    # without one use their narration (counted as text fallbacks). 'narration': the original
+    # narration. 'mixed': training draws uniformly from the narration and the HOD narrations,
+    # evaluation takes the narration. Narrations lose Ego4D's leading '#C ' tag.
     text_field: str = 'hod'
     flip_swaps_sides: bool = True  # False: the reference (flip pixels, keep text and tracks)
     worker_count: int = 0  # Grain worker processes; 0 decodes in the main process
@@ -191,12 +195,20 @@ class ClipExampleMaker:
 
     def _text(self, clip: dict, rng: np.random.Generator) -> tuple[str, bool]:
         """The narration to train on and whether it fell back from HOD to the original."""
+        narration = clean_narration(clip['narration'])
         if self.config.text_field == 'narration':
-            return clip['narration'], False
+            return narration, False
         if not clip['hod']:
-            return clip['narration'], True
-        choice = int(rng.integers(len(clip['hod']))) if self.train else 0
-        return clip['hod'][choice], False
+            return narration, True
+        candidates = clip['hod'] if self.config.text_field == 'hod' else [narration, *clip['hod']]
+        choice = int(rng.integers(len(candidates))) if self.train else 0
+        return candidates[choice], False
+
+
+def clean_narration(text: str) -> str:
+    """A narration without Ego4D's speaker tag (`#C C opens the drawer` -> `C opens the
+    drawer`): markup, not language, and absent from the benchmarks' queries."""
+    return NARRATION_TAG.sub('', text).strip()
 
 
 def _records_per_host(total: int, train: bool, process_index: int, process_count: int,

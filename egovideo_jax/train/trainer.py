@@ -82,7 +82,7 @@ def prepare_demo_data(config, workdir: Path):
     demo = config.demo
     paths = build_demo_dataset(demo.dir or workdir / 'demo_data', demo.train_clips,
                                demo.heldout_clips, demo.seed, size=demo.size,
-                               workers=demo.workers)
+                               workers=demo.workers, num_objects=demo.num_objects)
     with config.unlocked():
         config.data.train = paths['train']
         for section in config.evals.values():
