@@ -69,12 +69,14 @@ def get_config(arg: str = 'demo') -> ml_collections.ConfigDict:
     config.optim = ml_collections.ConfigDict(dict(
         lr=v['lr'], b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01,
         warmup_steps=v['warmup_steps'], schedule='cosine', grad_clip=0.0,
-        grad_accum_steps=1, trainable=list(s['trainable']),
-        frozen=['logit_scale'],  # freeze_temperature, as the reference
-        lr_multipliers=[],
+        # Rule lists are tuples so that flags can override them:
+        # --config.optim.frozen='("logit_scale", "visual/.*/adapter/.*")'.
+        grad_accum_steps=1, trainable=tuple(s['trainable']),
+        frozen=('logit_scale',),  # freeze_temperature, as the reference
+        lr_multipliers=(),
         # '.*/gamma' is the adapters' scale: single mode has none, and a rule that matches
         # nothing is an error (optimizer.check_patterns).
-        no_decay=[r for r in NO_DECAY if s['mode'] == 'slowfast' or r != '.*/gamma']))
+        no_decay=tuple(r for r in NO_DECAY if s['mode'] == 'slowfast' or r != '.*/gamma')))
 
     config.mesh = ml_collections.ConfigDict(dict(data=v['mesh_data'], fsdp=1, tensor=1))
     config.log_every = v['log_every']

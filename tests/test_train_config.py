@@ -29,12 +29,12 @@ def test_every_variant_and_stage_builds_with_its_mode_and_rules(variant, stage, 
     assert config.data.crop_size == CROP[variant]
     assert config.model.mode == STAGE_MODE[stage]
     if stage == 'stage2':  # backbone frozen: adapters, projections and the fusion train
-        assert config.optim.trainable == [
+        assert config.optim.trainable == (
             'visual/blocks[^/]*/adapter/.*', 'visual/image_projection',
-            'textual/text_projection', 'slowfast_projection']
+            'textual/text_projection', 'slowfast_projection')
     else:
-        assert config.optim.trainable == ['.*']
-    assert config.optim.frozen == ['logit_scale']  # the temperature stays fixed
+        assert config.optim.trainable == ('.*',)
+    assert config.optim.frozen == ('logit_scale',)  # the temperature stays fixed
     config.data.train = str(tmp_path)
     config.data.build_demo = False
     validate(config, num_devices=8, reference=get_config(f'{variant},{stage}'))
@@ -52,7 +52,7 @@ def test_paper_scale_variants_have_the_paper_optimiser_settings(variant, lr):
     assert optim.lr == lr
     assert (optim.b1, optim.b2, optim.eps, optim.weight_decay) == (0.9, 0.999, 1e-8, 0.01)
     assert config.num_epochs == 15 and config.total_steps == -1  # duration from epochs
-    assert optim.frozen == ['logit_scale']
+    assert optim.frozen == ('logit_scale',)
     assert optim.schedule == 'cosine'
     assert config.model.dtype == 'bfloat16' and config.model.num_frames == 4
 
