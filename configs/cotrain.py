@@ -96,5 +96,13 @@ def get_config(arg: str = 'demo') -> ml_collections.ConfigDict:
         # Two objects: the actions (18 per object), not 30 objects, are what the demo model
         # must learn (egovideo_jax/hod/synthetic.py demo_objects; 0: all 30).
         num_objects=2))
+    # The end-of-run report (egovideo_jax/train/report.py), written by process 0 when a run
+    # reaches total_steps: WORKDIR/report/{README.md,report.json,hod_example.png} and the final
+    # parameters in the reference PyTorch layout, WORKDIR/export/egovideo_VARIANT.{pt,safetensors}.
+    # Exporting is on for every variant: on one host the parameters are all addressable (even
+    # FSDP-sharded, B/16 is ~0.6 GB); when they are sharded over several processes the export
+    # is skipped and the report gives the converter command for the final checkpoint.
+    config.report = ml_collections.ConfigDict(dict(
+        export_torch=True, export_safetensors=True, hod_example=True))
     config.lock()  # overrides of unknown keys fail, naming the key
     return config

@@ -1,6 +1,7 @@
 """Demo retrieval metrics: known answers on hand-made embeddings."""
 import numpy as np
 import pytest
+from PIL import Image
 
 from egovideo_jax.evaluate.demo_retrieval import clip_text, recall_at, retrieval_metrics
 
@@ -60,3 +61,5 @@ def test_demo_retrieval_end_to_end_on_built_demo_records(tmp_path):
     assert {f'all/{d}_{m}' for d in ('v2t', 't2v') for m in ('r1', 'r5', 'map')} <= set(metrics)
     assert all(0.0 <= value <= 100.0 for value in metrics.values())
     assert (tmp_path / 'eval' / 'demo' / 'metrics.json').exists()
+    with Image.open(tmp_path / 'eval' / 'demo' / 'retrievals.png') as image:
+        image.verify()

@@ -35,6 +35,7 @@ def test_every_variant_and_stage_builds_with_its_mode_and_rules(variant, stage, 
     else:
         assert config.optim.trainable == ('.*',)
     assert config.optim.frozen == ('logit_scale',)  # the temperature stays fixed
+    assert config.report.export_torch and config.report.export_safetensors
     config.data.train = str(tmp_path)
     config.data.build_demo = False
     validate(config, num_devices=8, reference=get_config(f'{variant},{stage}'))

@@ -6,7 +6,8 @@ text is its `text_field`: the original narration (`narration`, without Ego4D's `
 its first HOD narration (`hod`). Clips with the same text are relevant to each other.
 Metrics (percent): V->T and T->V R@1, R@5 and mAP over all clips, and the same restricted to
 the actions that only fast motion separates (shake vs hold, quick back-and-forth vs a slow
-move and back): there 4 frames look alike and 16 do not.
+move and back): there 4 frames look alike and 16 do not. Writes `retrievals.png`: text
+queries with their top-5 held-out clips as frame strips.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
 from egovideo_jax.evaluate.metrics import mir_map
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
+from egovideo_jax.evaluate.retrieval_plot import STRIP_FRAMES, frame_strip, plot_retrievals
 from egovideo_jax.input.pipeline import clean_narration
 from egovideo_jax.input.sampling import sample_eval
 from egovideo_jax.input.transforms import normalize, resize_short_side_center_crop
@@ -47,13 +49,18 @@ def recall_at(similarity: np.ndarray, relevancy: np.ndarray, k: int) -> float:
     return float(np.mean(np.take_along_axis(relevancy, top, axis=1).max(axis=1) > 0))
 
 
+def text_relevancy(clip_texts: list[str], texts: list[str]) -> np.ndarray:
+    """`[clips, texts]`: 1 where the text is the clip's own, else 0."""
+    return (np.asarray(clip_texts)[:, None] == np.asarray(texts)[None, :]).astype(np.float64)
+
+
 def retrieval_metrics(video: np.ndarray, text: np.ndarray, clip_texts: list[str],
                       texts: list[str]) -> dict[str, float]:
     """`video [clips, E]` and `text [len(texts), E]` (L2-normalised; `texts` distinct);
     a clip is relevant to a text when it is the clip's own. V->T ranks the texts for each
     clip, T->V the clips for each text. Fractions, not percent."""
     similarity = video @ text.T
-    relevancy = (np.asarray(clip_texts)[:, None] == np.asarray(texts)[None, :]).astype(np.float64)
+    relevancy = text_relevancy(clip_texts, texts)
     metrics = {}
     for direction, s, r in (('v2t', similarity, relevancy), ('t2v', similarity.T, relevancy.T)):
         metrics[f'{direction}_r1'] = recall_at(s, r, 1)
@@ -64,7 +71,8 @@ def retrieval_metrics(video: np.ndarray, text: np.ndarray, clip_texts: list[str]
 
 @register('demo_retrieval')
 class DemoRetrieval(Evaluator):
-    DEFAULTS = dict(records='', actions_csv='', text_field='narration')
+    DEFAULTS = dict(records='', actions_csv='', text_field='narration',
+                    num_examples=4)  # text queries shown in retrievals.png
 
     def read_annotations(self) -> Annotations:
         records = self.path('records')
@@ -96,11 +104,9 @@ class DemoRetrieval(Evaluator):
 
         def load(index: int) -> list[np.ndarray]:
             clip = dataset.decode(index)
-            stored = len(clip['frames_jpeg'])
             branches = []
             for count in counts:
-                frames = decode_frames(clip, sample_eval(0, stored, count),
-                                       shard=str(annotations.records), index=index)
+                frames = sampled_frames(clip, count, annotations.records, index)
                 branches.append(normalize(np.stack(
                     [resize_short_side_center_crop(frame, size) for frame in frames])))
             return branches
@@ -120,4 +126,25 @@ class DemoRetrieval(Evaluator):
             subset_metrics = retrieval_metrics(video[mask], text[[column[t] for t in distinct]],
                                                clip_texts, distinct)
             metrics.update({f'{subset}/{name}': value for name, value in subset_metrics.items()})
+        if self.outdir is not None and self.config.num_examples > 0:
+            self.outdir.mkdir(parents=True, exist_ok=True)
+            self.plot_examples(video, text, texts, annotations, dataset)
         return percent(metrics)
+
+    def plot_examples(self, video: np.ndarray, text: np.ndarray, texts: list[str],
+                      annotations: Annotations, dataset):
+        """`retrievals.png` over all held-out clips; `texts` are `text`'s rows."""
+        def strip(index: int) -> np.ndarray:
+            clip = dataset.decode(index)
+            return frame_strip(sampled_frames(clip, STRIP_FRAMES, annotations.records, index))
+
+        plot_retrievals(self.outdir / 'retrievals.png', video @ text.T,
+                        text_relevancy(annotations.texts, texts), texts,
+                        self.config.num_examples, strip,
+                        label=lambda index: dataset.decode(index)['clip_id'])
+
+
+def sampled_frames(clip: dict, count: int, records: Path, index: int) -> np.ndarray:
+    """`count` frames at the centres of equal segments of the clip's stored frames."""
+    stored = len(clip['frames_jpeg'])
+    return decode_frames(clip, sample_eval(0, stored, count), shard=str(records), index=index)

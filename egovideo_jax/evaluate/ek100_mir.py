@@ -10,7 +10,6 @@ Writes `retrievals.png`: text queries with their top-5 clips as frame strips.
 from __future__ import annotations
 
 import dataclasses
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,8 @@ from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_cou
 from egovideo_jax.evaluate.frames import read_frames_seeking
 from egovideo_jax.evaluate.metrics import mir_metrics
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
+from egovideo_jax.evaluate.retrieval_plot import STRIP_FRAMES, frame_strip, plot_retrievals
 from egovideo_jax.evaluate.safe_pickle import load_array
-from egovideo_jax.input.transforms import resize_short_side_center_crop
-
-STRIP_FRAMES, STRIP_SIZE, TOP_K = 4, 96, 5
 
 
 @dataclasses.dataclass
@@ -78,38 +75,19 @@ class EK100MIR(Evaluator):
         metrics = percent(mir_metrics(similarity, annotations.relevancy))
         if self.outdir is not None and config.num_examples > 0:
             self.outdir.mkdir(parents=True, exist_ok=True)
-            plot_retrievals(self.outdir / 'retrievals.png', similarity, annotations,
-                            config.num_examples, loader)
+            self.plot_examples(similarity, annotations, loader)
         return metrics
 
+    def plot_examples(self, similarity: np.ndarray, annotations: Annotations,
+                      loader: epic.ClipLoader):
+        clips, videos = annotations.clips, annotations.videos
+        queries = [clips[column].narration for column in annotations.sentence_columns]
 
-def _strip(clip: epic.EpicClip, path: Path, loader: epic.ClipLoader) -> np.ndarray:
-    frames = read_frames_seeking(path, loader.indices(clip, path, STRIP_FRAMES))
-    gap = np.full((STRIP_SIZE, 2, 3), 255, np.uint8)  # white line between frames
-    tiles = [part for frame in frames
-             for part in (resize_short_side_center_crop(frame, STRIP_SIZE), gap)]
-    return np.concatenate(tiles[:-1], axis=1)
+        def strip(index: int) -> np.ndarray:
+            indices = loader.indices(clips[index], videos[index], STRIP_FRAMES)
+            return frame_strip(read_frames_seeking(videos[index], indices))
 
+        plot_retrievals(self.outdir / 'retrievals.png', similarity, annotations.relevancy,
+                        queries, self.config.num_examples, strip,
+                        label=lambda index: clips[index].narration_id)
 
-def plot_retrievals(path: Path, similarity: np.ndarray, annotations: Annotations,
-                    num_examples: int, loader: epic.ClipLoader):
-    """Text -> video examples: per sentence (evenly spread over the sentence list), its text
-    and the top-5 clips as frame strips, titled with their relevancy to the sentence."""
-    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
-
-    num_sentences = similarity.shape[1]
-    sentences = np.unique(np.linspace(0, num_sentences - 1, min(num_examples, num_sentences))
-                          .round().astype(int))
-    figure = Figure(figsize=(3.2 * TOP_K, 1.6 * len(sentences)), layout='constrained')
-    for row, sentence in zip(figure.subfigures(len(sentences), 1, squeeze=False)[:, 0],
-                             sentences):
-        query = annotations.clips[annotations.sentence_columns[sentence]].narration
-        row.suptitle(textwrap.shorten(f'"{query}"', 120), fontsize=10, ha='left', x=0.01)
-        ranked = np.argsort(-similarity[:, sentence], kind='stable')[:TOP_K]
-        for rank, (axes, clip_index) in enumerate(zip(row.subplots(1, TOP_K), ranked), 1):
-            clip = annotations.clips[clip_index]
-            axes.imshow(_strip(clip, annotations.videos[clip_index], loader))
-            axes.set_title(f'{rank}. {clip.narration_id} rel '
-                           f'{annotations.relevancy[clip_index, sentence]:.2f}', fontsize=8)
-            axes.set_axis_off()
-    figure.savefig(path, dpi=80)

@@ -24,6 +24,7 @@ from egovideo_jax.train import sharding
 from egovideo_jax.train.checkpoint import Checkpointer
 from egovideo_jax.train.metrics import MetricLogger, compiled_flops, peak_flops
 from egovideo_jax.train.optimizer import make_optimizer
+from egovideo_jax.train.report import write_report
 from egovideo_jax.train.state import abstract_params, create_train_state, make_train_step
 
 MODEL_INPUTS = ('slow', 'fast', 'tokens')
@@ -129,7 +130,9 @@ def train(config, workdir: str | os.PathLike,
           hooks: Sequence[Callable[[int, Any, Any], None]] = ()) -> dict[str, float]:
     """Trains per `config` (configs/cotrain.py); resumes from `workdir` when it holds a
     checkpoint. `hooks` are called as `hook(step, state, metrics)` after every step (e.g.
-    custom logging, or tests that interrupt a run). Returns the last logged metrics."""
+    custom logging, or tests that interrupt a run). A run that reaches total_steps ends with
+    the report (train/report.py). Returns the last logged metrics."""
+    started = time.time()
     maybe_initialize_distributed()
     workdir = Path(workdir)
     is_lead = jax.process_index() == 0
@@ -232,4 +235,7 @@ def train(config, workdir: str | os.PathLike,
         signal.signal(signal.SIGTERM, previous_handler)
         logger.plot_curves()
         logger.close()
+    if is_lead and step == total_steps and not stop['requested']:
+        write_report(config, workdir, state.params, model_config, step=step,
+                     start_step=start_step, started=started)
     return last_metrics
