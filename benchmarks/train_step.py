@@ -83,6 +83,11 @@ def parse_args(argv=None):
                         help="nn.scan over the layers (config.model.scan_layers): the config's "
                              '(on for b16), or forced. XLA:CPU runs the scanned stack ~4x slower '
                              'than the unrolled one')
+    parser.add_argument('--attention', default='auto',
+                        choices=('auto', 'xla', 'cudnn', 'chunked'),
+                        help='config.model.attention (egovideo_jax/model/transformer.py): auto '
+                             '(default) chunks long sequences on CPUs, XLA elsewhere; cudnn '
+                             'for NVIDIA GPUs with --dtype bfloat16')
     parser.add_argument('--skip-model-flops', action='store_true',
                         help='do not compile the unrolled, remat-free step that gives the '
                              'model FLOPs for MFU (saves a compile)')
@@ -244,6 +249,7 @@ def variant_config(variant: str, batch: int, args, **model_overrides):
     with config.unlocked():
         config.model.variant = variant
         config.model.dtype = args.dtype
+        config.model.attention = args.attention
         config.data.batch_size = batch
         config.data.crop_size = MODEL_VARIANTS[variant].vision.image_size
         config.seed = args.seed
@@ -550,7 +556,7 @@ def main(argv=None) -> dict:
             'slow_frames': SLOW_FRAMES, 'fast_frames': FAST_FRAMES, 'batch': batch,
             'requested_batch': args.batch, 'steps': args.steps, 'warmup': args.warmup,
             'jax_dtype': args.dtype, 'jax_scan_layers': args.scan_layers,
-            'jax_remat_policy': args.remat_policy,
+            'jax_remat_policy': args.remat_policy, 'jax_attention': args.attention,
             'torch_dtype': 'float32', 'skip_torch': args.skip_torch,
             'torch_fast_grads': args.torch_fast_grads,
             'torch_threads': args.torch_threads or os.cpu_count(), 'torch_optimizer': {

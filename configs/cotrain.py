@@ -20,9 +20,9 @@ STAGES = {
     'joint': dict(mode='slowfast', trainable=('.*',)),
 }
 VARIANTS = {
-    'demo': dict(model='demo', batch_size=16, lr=5e-4, warmup_steps=20, total_steps=300,
+    'demo': dict(model='demo', batch_size=16, lr=5e-4, warmup_steps=20, total_steps=1500,
                  crop_size=64, dtype='float32', scan_layers=False, mesh_data=-1,
-                 worker_count=0, log_every=10, checkpoint_every=100, num_epochs=0),
+                 worker_count=0, log_every=50, checkpoint_every=500, num_epochs=0),
     'b16': dict(model='B/16', batch_size=512, lr=4e-5, warmup_steps=1000, total_steps=-1,
                 crop_size=224, dtype='bfloat16', scan_layers=True, mesh_data=-1,
                 worker_count=8, log_every=50, checkpoint_every=1000, num_epochs=15),
@@ -51,7 +51,9 @@ def get_config(arg: str = 'demo') -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict(dict(
         variant=v['model'], mode=s['mode'], num_frames=4, fast_frames=16, dtype=v['dtype'],
-        scan_layers=v['scan_layers'], remat_policy='none'))
+        scan_layers=v['scan_layers'], remat_policy='none',
+        # egovideo_jax/model/transformer.py ATTENTION_IMPLEMENTATIONS; 'cudnn' on NVIDIA GPUs
+        attention='auto'))
     # Initial weights: anything egovideo_jax.load() reads (OpenAI CLIP, reference .pt, ours).
     config.init = ml_collections.ConfigDict(dict(checkpoint=''))
 

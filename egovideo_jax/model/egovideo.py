@@ -38,11 +38,13 @@ class EgoVideo(nn.Module):
     param_dtype: Dtype = jnp.float32
     scan_layers: bool = False
     remat_policy: str | None = None
+    attention: str = 'auto'  # transformer.ATTENTION_IMPLEMENTATIONS
 
     def setup(self):
         cfg = self.config
         towers = dict(dtype=self.dtype, param_dtype=self.param_dtype,
-                      scan_layers=self.scan_layers, remat_policy=self.remat_policy)
+                      scan_layers=self.scan_layers, remat_policy=self.remat_policy,
+                      attention=self.attention)
         self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.adapter_ratio, **towers)
         self.textual = TextTransformer(cfg.text, cfg.embed_dim, **towers)
         self.logit_scale = self.param(

@@ -15,6 +15,7 @@ class TextTransformer(nn.Module):
     param_dtype: Dtype = jnp.float32
     scan_layers: bool = False
     remat_policy: str | None = None
+    attention: str = 'auto'  # transformer.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, tokens):
@@ -37,7 +38,8 @@ class TextTransformer(nn.Module):
         x = apply_blocks(ResidualBlock, x, num_layers=cfg.layers, scan=self.scan_layers,
                          remat_policy=self.remat_policy, num_heads=cfg.heads,
                          mlp_dim=4 * cfg.width, ln_eps=cfg.ln_eps, causal=True,
-                         dtype=self.dtype, param_dtype=self.param_dtype)
+                         dtype=self.dtype, param_dtype=self.param_dtype,
+                         attention=self.attention)
         x = layer_norm(cfg.ln_eps, self.dtype, self.param_dtype, 'ln_final')(x)
         pooled = x[jnp.arange(batch), jnp.argmax(tokens, axis=-1)]
         projection = self.param(

@@ -34,10 +34,61 @@ def _zeros(axes: tuple[str, ...]):
     return logical(nn.initializers.zeros, axes)
 
 
+# How attention is computed: 'xla' (jax.nn.dot_product_attention's XLA path: the full
+# [length x length] softmax), 'cudnn' (its fused cuDNN kernel: NVIDIA GPUs, bf16/fp16 only),
+# 'chunked' (exact, `ATTENTION_CHUNK` queries at a time, each chunk recomputed in the backward
+# pass: memory O(chunk x length)), or 'auto': 'chunked' on CPUs for sequences longer than
+# `CHUNKED_MIN_LENGTH` tokens (the 16-frame branch: 3137 tokens at B/16), else 'xla'.
+ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'chunked')
+ATTENTION_CHUNK = 256
+CHUNKED_MIN_LENGTH = 1024
+
+
+def resolve_attention(implementation: str, length: int) -> str:
+    """The implementation 'auto' stands for at this sequence length on this back-end."""
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f'unknown attention implementation {implementation!r}; choose from '
+                         f'{ATTENTION_IMPLEMENTATIONS}')
+    if implementation != 'auto':
+        return implementation
+    if jax.default_backend() == 'cpu' and length > CHUNKED_MIN_LENGTH:
+        return 'chunked'
+    return 'xla'
+
+
+def chunked_attention(q, k, v, causal: bool = False, chunk: int = ATTENTION_CHUNK):
+    """softmax(q k^T / sqrt(d) [+ causal mask]) v for `[B, L, H, D]` inputs, `chunk` queries
+    at a time.
+
+    Exact (every chunk sees every key); the remat keeps one chunk's `[chunk, L]` logits alive
+    instead of the whole `[L, L]` matrix, in the forward and the backward pass.
+    """
+    batch, length, heads, head_dim = q.shape
+    padding = (-length) % chunk  # padded query rows are computed, then dropped
+    q = jnp.pad(q * jnp.asarray(head_dim ** -0.5, q.dtype),
+                ((0, 0), (0, padding), (0, 0), (0, 0)))
+    chunks = q.reshape(batch, -1, chunk, heads, head_dim).swapaxes(0, 1)
+    starts = jnp.arange(chunks.shape[0]) * chunk
+
+    @jax.checkpoint
+    def attend(q_chunk, start):
+        logits = jnp.einsum('bqhd,bkhd->bhqk', q_chunk, k,
+                            preferred_element_type=jnp.float32)
+        if causal:
+            rows = start + jnp.arange(chunk)[:, None]
+            logits = jnp.where(jnp.arange(length)[None, :] <= rows, logits, -jnp.inf)
+        weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        return jnp.einsum('bhqk,bkhd->bqhd', weights, v)
+
+    out = jax.lax.map(lambda args: attend(*args), (chunks, starts)).swapaxes(0, 1)
+    return out.reshape(batch, -1, heads, head_dim)[:, :length]
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention through `jax.nn.dot_product_attention` (fused on GPU/TPU)."""
+    """Multi-head self-attention (`implementation`: see ATTENTION_IMPLEMENTATIONS)."""
     num_heads: int
     causal: bool = False
+    implementation: str = 'auto'
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -55,7 +106,12 @@ class Attention(nn.Module):
         q = projection(name='query')(x)
         k = projection(name='key')(x)
         v = projection(name='value')(x)
-        y = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
+        implementation = resolve_attention(self.implementation, x.shape[1])
+        if implementation == 'chunked':
+            y = chunked_attention(q, k, v, self.causal)
+        else:
+            y = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal,
+                                             implementation=implementation)
         return nn.DenseGeneral(
             width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
             kernel_init=_normal(width ** -0.5, ('heads', 'kv', 'embed')),
@@ -99,14 +155,15 @@ class ResidualBlock(nn.Module):
     causal: bool = False
     adapter_frames: int | None = None
     adapter_ratio: float = 0.5
+    attention: str = 'auto'
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, _=None):
         norm = functools.partial(layer_norm, self.ln_eps, self.dtype, self.param_dtype)
-        x = x + Attention(self.num_heads, self.causal, self.dtype, self.param_dtype,
-                          name='attn')(norm('ln_1')(x))
+        x = x + Attention(self.num_heads, self.causal, self.attention, self.dtype,
+                          self.param_dtype, name='attn')(norm('ln_1')(x))
         x = x + Mlp(self.mlp_dim, self.dtype, self.param_dtype, name='mlp')(norm('ln_2')(x))
         if self.adapter_frames is not None:
             x = MotionAdapter(self.adapter_frames, self.adapter_ratio, self.dtype,

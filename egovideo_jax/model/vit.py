@@ -44,6 +44,7 @@ class VisionTransformer(nn.Module):
     param_dtype: Dtype = jnp.float32
     scan_layers: bool = False
     remat_policy: str | None = None
+    attention: str = 'auto'  # transformer.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, video, use_adapters: bool = False):
@@ -85,7 +86,8 @@ class VisionTransformer(nn.Module):
                          mlp_dim=cfg.mlp_dim, ln_eps=cfg.ln_eps,
                          adapter_frames=frames if use_adapters else None,
                          adapter_ratio=self.adapter_ratio, dtype=self.dtype,
-                         param_dtype=self.param_dtype)
+                         param_dtype=self.param_dtype,
+                         attention=self.attention)
         pooled = layer_norm(cfg.ln_eps, self.dtype, self.param_dtype, 'ln_post')(x[:, 0])
         projection = self.param(
             'image_projection', logical(nn.initializers.normal(scale), ('embed', 'proj')),

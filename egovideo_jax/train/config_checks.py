@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 from egovideo_jax.model.config import MODES, VARIANTS
-from egovideo_jax.model.transformer import REMAT_POLICIES
+from egovideo_jax.model.transformer import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 
 DTYPES = ('float32', 'bfloat16')
 
@@ -43,6 +43,9 @@ def validate(config, num_devices: int, process_count: int = 1, reference=None):
     if model.remat_policy not in ('none', *REMAT_POLICIES):
         raise ValueError(f'config.model.remat_policy={model.remat_policy!r}; choose from '
                          f'{("none", *REMAT_POLICIES)}')
+    if model.attention not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f'config.model.attention={model.attention!r}; choose from '
+                         f'{ATTENTION_IMPLEMENTATIONS}')
     for name in ('num_frames', 'fast_frames'):
         if model[name] < 1:
             raise ValueError(f'config.model.{name} must be >= 1, got {model[name]}')

@@ -60,7 +60,7 @@ def model_config_from(config):
 def build_module(config) -> EgoVideo:
     dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.model.dtype]
     return EgoVideo(model_config_from(config), dtype=dtype, scan_layers=config.model.scan_layers,
-                    remat_policy=config.model.remat_policy)
+                    remat_policy=config.model.remat_policy, attention=config.model.attention)
 
 
 def data_config_from(config, path: str, train: bool) -> DataConfig:
