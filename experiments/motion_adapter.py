@@ -14,16 +14,19 @@ seeds, each with `python main.py --config=configs/cotrain.py:demo...` in its own
   slowfast_identity  the same, with the adapters frozen at their identity initialisation (what
                      the reference code trains: its fast branch runs under no_grad)
 
-and evaluates each on the held-out demo split: text->video (and video->text) R@1 and mAP over
-all clips and over the fast-motion-only actions (shake vs hold, quick back-and-forth vs a slow
-move and back: 4 evaluation frames show the same thing, 16 do not). The demo data is built
-once under WORKDIR/demo_data. Runs that finished are not repeated (a re-run only re-reads
-their metrics; an interrupted one resumes from its checkpoint). Writes WORKDIR/results.json
+and evaluates each final checkpoint on the held-out demo split with narration queries:
+text->video (and video->text) R@1 and mAP over all clips and over the fast-motion-only actions
+(shake vs hold, quick back-and-forth vs a slow move and back: 4 evaluation frames show the
+same thing, 16 do not), and the fast-motion pair accuracy (own narration vs the partner
+action's; 50 = chance). The demo data is built once under WORKDIR/demo_data. Finished runs
+are not repeated (a re-run re-reads their evaluation; an interrupted one resumes from its
+checkpoint). Writes WORKDIR/results.json
 and WORKDIR/results.md (the README table) and prints the table.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -33,17 +36,28 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ADAPTERS = 'visual/blocks[^/]*/adapter/.*'
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    config: str  # configs/cotrain.py argument
+    mode: str
+    eval_frames: int  # single-branch models: frames per held-out clip (slow/fast: 4 + 16)
+    overrides: tuple[str, ...] = ()
+
+
 CONDITIONS = {
-    'single_4f': ('demo,stage1', ['--config.model.num_frames=4',
-                                  '--config.evals.demo.num_frames=4']),
-    'single_16f': ('demo,stage1', ['--config.model.num_frames=16',
-                                   '--config.evals.demo.num_frames=16']),
-    'slowfast_trained': ('demo', []),
-    'slowfast_identity': ('demo', [f'--config.optim.frozen=("logit_scale", "{ADAPTERS}")']),
+    'single_4f': Condition('demo,stage1', 'single', 4, ('--config.model.num_frames=4',)),
+    'single_16f': Condition('demo,stage1', 'single', 16, ('--config.model.num_frames=16',)),
+    'slowfast_trained': Condition('demo', 'slowfast', 16),
+    'slowfast_identity': Condition('demo', 'slowfast', 16, (
+        f'--config.optim.frozen=("logit_scale", "{ADAPTERS}")',)),
 }
-REPORTED = ('all/t2v_r1', 'all/t2v_map', 'fast_motion/t2v_r1', 'fast_motion/t2v_map',
-            'all/v2t_r1', 'all/v2t_map', 'fast_motion/v2t_r1', 'fast_motion/v2t_map')
-EVAL_PREFIX = 'eval/demo/'
+COLUMNS = {'all/t2v_r1': 'T->V R@1', 'all/t2v_map': 'T->V mAP',
+           'fast_motion/t2v_r1': 'fast-motion T->V R@1',
+           'fast_motion/t2v_map': 'fast-motion T->V mAP',
+           'fast_motion/pair_accuracy': 'fast-motion pair accuracy'}
+REPORTED = (*COLUMNS, 'all/v2t_r1', 'all/v2t_map', 'fast_motion/v2t_r1', 'fast_motion/v2t_map')
 
 
 def parse_args(argv=None):
@@ -65,8 +79,8 @@ def parse_args(argv=None):
 
 
 def run_command(condition: str, seed: int, args, workdir: Path) -> list[str]:
-    config, overrides = CONDITIONS[condition]
-    return [sys.executable, str(REPO / 'main.py'), f'--config=configs/cotrain.py:{config}',
+    spec = CONDITIONS[condition]
+    return [sys.executable, str(REPO / 'main.py'), f'--config=configs/cotrain.py:{spec.config}',
             f'--workdir={workdir}', f'--config.seed={seed}',
             f'--config.total_steps={args.steps}', f'--config.data.batch_size={args.batch_size}',
             f'--config.data.text_field={args.text_field}',
@@ -74,34 +88,41 @@ def run_command(condition: str, seed: int, args, workdir: Path) -> list[str]:
             f'--config.demo.train_clips={args.train_clips}',
             f'--config.demo.heldout_clips={args.heldout_clips}',
             f'--config.demo.num_objects={args.num_objects}',
-            f'--config.checkpoint.every_steps={args.steps}', *overrides]
+            f'--config.checkpoint.every_steps={args.steps}',
+            f'--config.evals.demo.num_frames={spec.eval_frames}', *spec.overrides]
 
 
-def final_eval(metrics_jsonl: Path, steps: int) -> dict[str, float] | None:
-    """The evaluation logged at `steps` in a run's metrics.jsonl, or None."""
-    if not metrics_jsonl.exists():
-        return None
-    found = None
-    for line in metrics_jsonl.read_text().splitlines():
-        row = json.loads(line)
-        if row.get('step') == steps and any(k.startswith(EVAL_PREFIX) for k in row):
-            found = {k[len(EVAL_PREFIX):]: v for k, v in row.items() if k.startswith(EVAL_PREFIX)}
-    return found
+def evaluate_final_checkpoint(condition: str, workdir: Path, args) -> dict[str, float]:
+    """The demo evaluator on the run's last checkpoint (with the fast-motion pair accuracy,
+    which needs narration queries), cached in WORKDIR/CONDITION_seedS/final_eval.json."""
+    cached = workdir / 'final_eval.json'
+    if cached.exists():
+        return json.loads(cached.read_text())
+    import egovideo_jax
+    from egovideo_jax.evaluate.registry import build_evaluators, default_config
+    paths = json.loads((Path(args.workdir) / 'demo_data' / 'demo_manifest.json').read_text())
+    spec = CONDITIONS[condition]
+    section = default_config('demo_retrieval')
+    section.update(records=paths['paths']['heldout'],
+                   actions_csv=paths['paths']['heldout_actions'],
+                   text_field='narration', num_frames=spec.eval_frames, num_examples=0)
+    model = egovideo_jax.load(str(workdir / 'checkpoints' / str(args.steps)), variant='demo',
+                              mode=spec.mode, verbose=False)
+    evaluator = build_evaluators({'demo': section}, workdir=workdir / 'final_eval')['demo']
+    metrics = evaluator.run(model)
+    cached.write_text(json.dumps(metrics, indent=2))
+    return metrics
 
 
 def train_and_evaluate(condition: str, seed: int, args) -> dict[str, float]:
     workdir = Path(args.workdir) / f'{condition}_seed{seed}'
-    metrics = final_eval(workdir / 'metrics.jsonl', args.steps)
-    if metrics is None:
+    if not (workdir / 'checkpoints' / str(args.steps)).exists():
         command = run_command(condition, seed, args, workdir)
         print(f'[{condition} seed {seed}] ' + ' '.join(command[1:]), flush=True)
         start = time.time()
         subprocess.run(command, cwd=REPO, check=True)
         print(f'[{condition} seed {seed}] done in {time.time() - start:.0f} s', flush=True)
-        metrics = final_eval(workdir / 'metrics.jsonl', args.steps)
-        if metrics is None:
-            raise RuntimeError(f'{workdir}/metrics.jsonl has no evaluation at step {args.steps}')
-    return metrics
+    return evaluate_final_checkpoint(condition, workdir, args)
 
 
 def summarise(results: dict[str, dict[int, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -119,13 +140,11 @@ def summarise(results: dict[str, dict[int, dict[str, float]]]) -> dict[str, dict
 
 
 def markdown_table(summary: dict[str, dict[str, float]], args) -> str:
-    columns = ('all/t2v_r1', 'all/t2v_map', 'fast_motion/t2v_r1', 'fast_motion/t2v_map')
-    header = ['condition', 'T->V R@1', 'T->V mAP', 'fast-motion T->V R@1',
-              'fast-motion T->V mAP']
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
+    header = ['condition', *COLUMNS.values()]
+    lines = ['| ' + ' | '.join(header) + ' |', '| --- |' + ' ---: |' * len(COLUMNS)]
     for condition, row in summary.items():
         cells = []
-        for key in columns:
+        for key in COLUMNS:
             cell = f'{row[key]:.1f}'
             if f'{key}_std' in row:
                 cell += f' ± {row[key + "_std"]:.1f}'

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from egovideo_jax.evaluate.demo_retrieval import clip_text, recall_at, retrieval_metrics
+from egovideo_jax.evaluate.demo_retrieval import (clip_text, pair_accuracy, partner_narration,
+                                                  recall_at, retrieval_metrics)
 
 
 def test_perfect_embeddings_score_one():
@@ -44,6 +45,19 @@ def test_recall_at_and_text_fields():
     assert clip_text({**clip, 'hod': []}, 'hod') == 'C shakes the red cup'
 
 
+def test_pair_accuracy_and_partner_narrations():
+    own = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    partner = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    video = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    # Right, wrong, and a tie (own == partner) counting half.
+    assert pair_accuracy(video, own, partner) == pytest.approx(1.5 / 3)
+    row = {'action': 'shake', 'hand': 'left', 'object': 'red cup', 'direction': ''}
+    assert partner_narration(row) == 'C holds the red cup'
+    row = {'action': 'back_and_forth', 'hand': 'right', 'object': 'blue ball',
+           'direction': 'left'}
+    assert partner_narration(row) == 'C moves the blue ball to the left and back'
+
+
 def test_demo_retrieval_end_to_end_on_built_demo_records(tmp_path):
     import ml_collections
 
@@ -59,6 +73,7 @@ def test_demo_retrieval_end_to_end_on_built_demo_records(tmp_path):
     evaluator = build_evaluators(evals, workdir=tmp_path / 'eval')['demo']
     metrics = evaluator.run(load(variant='tiny', mode='slowfast', verbose=False))
     assert {f'all/{d}_{m}' for d in ('v2t', 't2v') for m in ('r1', 'r5', 'map')} <= set(metrics)
+    assert 'fast_motion/pair_accuracy' in metrics  # 12 clips: both fast-motion pairs appear
     assert all(0.0 <= value <= 100.0 for value in metrics.values())
     assert (tmp_path / 'eval' / 'demo' / 'metrics.json').exists()
     with Image.open(tmp_path / 'eval' / 'demo' / 'retrievals.png') as image:

@@ -10,7 +10,8 @@ import pytest
 import egovideo_jax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLUMNS = ('all/t2v_r1', 'all/t2v_map', 'fast_motion/t2v_r1', 'fast_motion/t2v_map')
+COLUMNS = ('all/t2v_r1', 'all/t2v_map', 'fast_motion/t2v_r1', 'fast_motion/t2v_map',
+           'fast_motion/pair_accuracy')
 
 
 @pytest.mark.slow  # four 2-step trainings in their own processes: a few minutes on 2 cores

@@ -6,8 +6,11 @@ text is its `text_field`: the original narration (`narration`, without Ego4D's `
 its first HOD narration (`hod`). Clips with the same text are relevant to each other.
 Metrics (percent): V->T and T->V R@1, R@5 and mAP over all clips, and the same restricted to
 the actions that only fast motion separates (shake vs hold, quick back-and-forth vs a slow
-move and back): there 4 frames look alike and 16 do not. Writes `retrievals.png`: text
-queries with their top-5 held-out clips as frame strips.
+move and back): there 4 frames look alike and 16 do not. With narration queries also
+`fast_motion/pair_accuracy`: how often a fast-motion clip is closer to its own narration than
+to its partner action's narration for the same object and direction ("shakes the cup" vs
+"holds the cup"): 50 is chance, and what a model blind to fast motion gets. Writes
+`retrievals.png`: text queries with their top-5 held-out clips as frame strips.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
 from egovideo_jax.evaluate.metrics import mir_map
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
+from egovideo_jax.hod.synthetic import ACTIONS, ActionSpec
 from egovideo_jax.evaluate.retrieval_plot import STRIP_FRAMES, frame_strip, plot_retrievals
 from egovideo_jax.input.pipeline import clean_narration
 from egovideo_jax.input.sampling import sample_eval
@@ -35,6 +39,17 @@ class Annotations:
     records: Path
     texts: list[str]             # query text per clip, in record order
     fast_motion_only: np.ndarray  # bool per clip
+    # Per clip: the narration of its fast-motion partner action (same hand, object and
+    # direction), or None (not a fast-motion clip, or HOD queries).
+    partner_texts: list[str | None]
+
+
+def partner_narration(row: dict[str, str]) -> str:
+    """The narration of the action only fast motion tells apart from `row`'s (actions.csv)."""
+    color, kind = row['object'].split(' ', 1)
+    partner = ACTIONS[row['action']].fast_motion_partner
+    spec = ActionSpec(partner, row['hand'], color, kind, row['direction'] or None)
+    return clean_narration(spec.narration)
 
 
 def clip_text(clip: dict, text_field: str) -> str:
@@ -85,17 +100,24 @@ class DemoRetrieval(Evaluator):
         missing = {'video_id', 'fast_motion_only'} - set(rows[0] if rows else {})
         if missing:
             raise ValueError(f'{actions_csv}: missing columns {sorted(missing)}')
-        fast_by_video = {row['video_id']: row['fast_motion_only'] == '1' for row in rows}
+        by_video = {row['video_id']: row for row in rows}
+        pairs = self.config.text_field == 'narration'
         dataset = open_dataset(records)
-        texts, fast = [], []
+        texts, fast, partners = [], [], []
         for index in range(len(dataset)):
             clip = dataset.decode(index)
-            if clip['video_id'] not in fast_by_video:
+            row = by_video.get(clip['video_id'])
+            if row is None:
                 raise ValueError(f'{records}, record {index}: video {clip["video_id"]!r} is not '
                                  f'in {actions_csv}')
             texts.append(clip_text(clip, self.config.text_field))
-            fast.append(fast_by_video[clip['video_id']])
-        return Annotations(records, texts, np.array(fast, bool))
+            fast.append(row['fast_motion_only'] == '1')
+            try:
+                partners.append(partner_narration(row) if pairs and fast[-1] else None)
+            except (KeyError, ValueError) as error:
+                raise ValueError(f'{actions_csv}, video {row["video_id"]}: cannot name the '
+                                 f'fast-motion partner action ({error})') from error
+        return Annotations(records, texts, np.array(fast, bool), partners)
 
     def evaluate(self, model, annotations: Annotations) -> dict[str, float]:
         counts = frame_counts(model.config, self.config.num_frames)
@@ -126,6 +148,12 @@ class DemoRetrieval(Evaluator):
             subset_metrics = retrieval_metrics(video[mask], text[[column[t] for t in distinct]],
                                                clip_texts, distinct)
             metrics.update({f'{subset}/{name}': value for name, value in subset_metrics.items()})
+        paired = [i for i, partner in enumerate(annotations.partner_texts) if partner]
+        if paired:
+            own = text[[column[annotations.texts[i]] for i in paired]]
+            partner = embed_texts(model, [annotations.partner_texts[i] for i in paired],
+                                  self.config.batch_size, desc=f'{self.name} partner texts')
+            metrics['fast_motion/pair_accuracy'] = pair_accuracy(video[paired], own, partner)
         if self.outdir is not None and self.config.num_examples > 0:
             self.outdir.mkdir(parents=True, exist_ok=True)
             self.plot_examples(video, text, texts, annotations, dataset)
@@ -142,6 +170,15 @@ class DemoRetrieval(Evaluator):
                         text_relevancy(annotations.texts, texts), texts,
                         self.config.num_examples, strip,
                         label=lambda index: dataset.decode(index)['clip_id'])
+
+
+def pair_accuracy(video: np.ndarray, own: np.ndarray, partner: np.ndarray) -> float:
+    """Fraction of rows whose video embedding is closer to `own` than to `partner` (ties
+    count half)."""
+    own_similarity = np.sum(video * own, axis=1)
+    partner_similarity = np.sum(video * partner, axis=1)
+    return float(np.mean((own_similarity > partner_similarity)
+                         + 0.5 * (own_similarity == partner_similarity)))
 
 
 def sampled_frames(clip: dict, count: int, records: Path, index: int) -> np.ndarray:
