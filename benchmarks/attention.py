@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import time
 
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from egovideo_jax.model.transformer import chunked_attention
+from machine_info import machine
 
 FULL = dict(batch=2, length=3137, heads=12, head_dim=64, repeats=3)
 QUICK = dict(batch=1, length=300, heads=2, head_dim=16, repeats=2)
@@ -115,8 +115,8 @@ def main(argv=None) -> dict:
     if args.torch:
         rows.append(bench_torch(sizes))
     report = {'date': datetime.date.today().isoformat(), 'quick': args.quick,
-              'machine': {'platform': platform.platform(), 'cpu_count': os.cpu_count(),
-                          'device': jax.devices()[0].device_kind, 'jax': jax.__version__},
+              'machine': {**machine(('jax', 'jaxlib', 'torch')),
+                          'device': jax.devices()[0].device_kind},
               'sizes': sizes, 'dtype': args.dtype, 'results': rows}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as file:

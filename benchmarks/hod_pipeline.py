@@ -32,12 +32,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine_info import machine
+
+PACKAGES = ('av', 'numpy', 'pillow')  # versions recorded in the JSON
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/hod_pipeline.py` from a plain checkout
@@ -210,32 +213,6 @@ def bench_stages(csv_path: Path, options) -> dict:
 
 # ----------------------------------------------------------------------------- main
 
-def machine() -> dict:
-    info = {'cpu_count': os.cpu_count(), 'platform': platform.platform(),
-            'machine': platform.machine(), 'python': platform.python_version()}
-    try:
-        info['affinity_cpus'] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as file:
-            names = [line.split(':', 1)[1].strip() for line in file
-                     if line.startswith('model name')]
-        if names:
-            info['cpu_model'] = names[0]
-    except OSError:
-        pass
-    versions = {}
-    import importlib.metadata
-    for package in ('av', 'numpy', 'pillow'):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    info['versions'] = versions
-    return info
-
-
 def print_table(render: dict, results: list[dict], stages: dict | None) -> None:
     print(f'\n{"setting":<14} {"clips":>6} {"skipped":>7} {"s":>7} {"clips/s":>8} '
           f'{"CPU s/clip":>10}')
@@ -339,7 +316,7 @@ def main(argv=None) -> int:
             'command': ' '.join(['python', 'benchmarks/hod_pipeline.py',
                                  *(argv if argv is not None else sys.argv[1:])]),
             'quick': args.quick,
-            'machine': {**machine(), 'load_average_1m_before': round(load_before[0], 2),
+            'machine': {**machine(PACKAGES), 'load_average_1m_before': round(load_before[0], 2),
                         'load_average_1m_after': round(os.getloadavg()[0], 2)},
             'sizes': {'clips': args.clips, 'size': args.size, 'seed': args.seed,
                       'frames_per_clip': render['frames_per_clip'], 'fps': render['fps'],

@@ -29,7 +29,6 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,10 @@ import time
 import av
 import numpy as np
 from PIL import Image
+
+from machine_info import machine
+
+PACKAGES = ('grain', 'av', 'numpy', 'pillow', 'jax')  # versions recorded in the JSON
 
 # Sizes: the full benchmark and the quick one (tests).
 FULL = dict(clips=24, clip_seconds=8.0, fps=30, width=456, height=256, frames_per_clip=32,
@@ -324,36 +327,6 @@ def bench_mp4(videos: list[str], texts: dict, mode: str, args, sizes: dict) -> d
 
 # ----------------------------------------------------------------------------- main
 
-def machine() -> dict:
-    info = {'cpu_count': os.cpu_count(), 'platform': platform.platform(),
-            'machine': platform.machine(), 'python': platform.python_version()}
-    try:
-        info['affinity_cpus'] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as file:
-            names = [line.split(':', 1)[1].strip() for line in file
-                     if line.startswith('model name')]
-        if names:
-            info['cpu_model'] = names[0]
-    except OSError:
-        pass
-    versions = {}
-    for module in ('grain', 'av', 'numpy', 'PIL', 'jax'):
-        try:
-            versions[module] = __import__(module).__version__
-        except Exception:  # noqa: BLE001
-            pass
-    try:
-        import importlib.metadata
-        versions['grain'] = importlib.metadata.version('grain')
-    except Exception:  # noqa: BLE001
-        pass
-    info['versions'] = versions
-    return info
-
-
 def print_table(results: list[dict]) -> None:
     print(f'\n{"setting":<16} {"clips":>6} {"s":>6} {"clips/s":>8} {"MB/s":>7} '
           f'{"CPU s/clip":>10} {"warm-up s":>9}')
@@ -420,7 +393,7 @@ def main(argv=None) -> int:
         'command': ' '.join(['python', 'benchmarks/loader.py', *(argv if argv is not None
                                                                   else sys.argv[1:])]),
         'quick': args.quick,
-        'machine': {**machine(), 'load_average_1m_before': round(load_before[0], 2),
+        'machine': {**machine(PACKAGES), 'load_average_1m_before': round(load_before[0], 2),
                     'load_average_1m_after': round(os.getloadavg()[0], 2)},
         'sizes': {**sizes, 'num_frames': NUM_FRAMES, 'fast_frames': FAST_FRAMES,
                   'read_threads': args.read_threads},
