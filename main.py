@@ -25,7 +25,8 @@ def main(argv):
     from egovideo_jax.train.trainer import maybe_initialize_distributed, train
     maybe_initialize_distributed()  # before anything asks JAX about devices
     config = _CONFIG.value
-    validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
+    validate(config, num_devices=jax.device_count(), process_count=jax.process_count(),
+             backend=jax.default_backend())
     train(config, _WORKDIR.value)
 
 

@@ -113,6 +113,17 @@ def test_batch_must_divide_over_the_data_parallel_devices(demo):
         validate(demo, num_devices=1)
 
 
+def test_attention_choice_is_checked(demo):
+    demo.model.attention = 'flash'
+    with pytest.raises(ValueError, match=r"config\.model\.attention='flash'"):
+        validate(demo, num_devices=1)
+    demo.model.attention = 'cudnn'
+    with pytest.raises(ValueError, match=r"attention='cudnn' needs NVIDIA GPUs"):
+        validate(demo, num_devices=1, backend='cpu')
+    demo.model.dtype = 'bfloat16'
+    validate(demo, num_devices=1, backend='gpu')
+
+
 def test_batch_must_divide_over_the_processes(demo):
     demo.data.batch_size = 12
     with pytest.raises(ValueError, match=r'config\.data\.batch_size=12 is not divisible by '

@@ -30,7 +30,9 @@ def check_known_keys(config, reference):
         raise ValueError(f'unknown config key(s) {unknown}; see configs/cotrain.py')
 
 
-def validate(config, num_devices: int, process_count: int = 1, reference=None):
+def validate(config, num_devices: int, process_count: int = 1, reference=None,
+             backend: str | None = None):
+    """`backend` (jax.default_backend()), when given, checks back-end-specific settings."""
     if reference is not None:
         check_known_keys(config, reference)
     model, data, optim = config.model, config.data, config.optim
@@ -46,6 +48,11 @@ def validate(config, num_devices: int, process_count: int = 1, reference=None):
     if model.attention not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f'config.model.attention={model.attention!r}; choose from '
                          f'{ATTENTION_IMPLEMENTATIONS}')
+    if model.attention == 'cudnn' and backend is not None and (
+            backend != 'gpu' or model.dtype != 'bfloat16'):
+        raise ValueError(f"config.model.attention='cudnn' needs NVIDIA GPUs and "
+                         f"config.model.dtype='bfloat16' (here: {backend}, {model.dtype}); "
+                         f"use 'auto'")
     for name in ('num_frames', 'fast_frames'):
         if model[name] < 1:
             raise ValueError(f'config.model.{name} must be >= 1, got {model[name]}')
