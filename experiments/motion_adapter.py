@@ -66,7 +66,7 @@ def parse_args(argv=None):
     parser.add_argument('--conditions', nargs='+', default=list(CONDITIONS),
                         choices=list(CONDITIONS))
     parser.add_argument('--seeds', type=int, nargs='+', default=[0])
-    parser.add_argument('--steps', type=int, default=1200)
+    parser.add_argument('--steps', type=int, default=1500)
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--train-clips', type=int, default=600)
     parser.add_argument('--heldout-clips', type=int, default=200)
