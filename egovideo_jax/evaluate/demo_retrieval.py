@@ -23,8 +23,8 @@ import numpy as np
 from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
 from egovideo_jax.evaluate.metrics import mir_map
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
-from egovideo_jax.hod.synthetic import ACTIONS, ActionSpec
 from egovideo_jax.evaluate.retrieval_plot import STRIP_FRAMES, frame_strip, plot_retrievals
+from egovideo_jax.hod.synthetic import ACTIONS, ActionSpec
 from egovideo_jax.input.pipeline import clean_narration
 from egovideo_jax.input.sampling import sample_eval
 from egovideo_jax.input.transforms import normalize, resize_short_side_center_crop
@@ -135,9 +135,13 @@ class DemoRetrieval(Evaluator):
 
         video = embed_videos(model, list(range(len(dataset))), load, self.config.batch_size,
                              self.config.num_workers, self.mesh, desc=f'{self.name} videos')
-        texts = sorted(set(annotations.texts))
-        text = embed_texts(model, texts, self.config.batch_size, desc=f'{self.name} texts')
-        column = {t: i for i, t in enumerate(texts)}
+        texts = sorted(set(annotations.texts))  # the queries
+        # Partner narrations are mostly other clips' texts: one embedding pass for both.
+        partners_only = sorted({t for t in annotations.partner_texts if t} - set(texts))
+        embedded = embed_texts(model, texts + partners_only, self.config.batch_size,
+                               desc=f'{self.name} texts')
+        text = embedded[:len(texts)]
+        column = {t: i for i, t in enumerate(texts + partners_only)}
         metrics = {}
         subsets = {'all': np.ones(len(video), bool), 'fast_motion': annotations.fast_motion_only}
         for subset, mask in subsets.items():
@@ -150,9 +154,8 @@ class DemoRetrieval(Evaluator):
             metrics.update({f'{subset}/{name}': value for name, value in subset_metrics.items()})
         paired = [i for i, partner in enumerate(annotations.partner_texts) if partner]
         if paired:
-            own = text[[column[annotations.texts[i]] for i in paired]]
-            partner = embed_texts(model, [annotations.partner_texts[i] for i in paired],
-                                  self.config.batch_size, desc=f'{self.name} partner texts')
+            own = embedded[[column[annotations.texts[i]] for i in paired]]
+            partner = embedded[[column[annotations.partner_texts[i]] for i in paired]]
             metrics['fast_motion/pair_accuracy'] = pair_accuracy(video[paired], own, partner)
         if self.outdir is not None and self.config.num_examples > 0:
             self.outdir.mkdir(parents=True, exist_ok=True)
