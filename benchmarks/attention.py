@@ -41,11 +41,13 @@ def implementations(dtype) -> dict:
 
 
 def median_seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile
+    """Median wall time of `fn()` (which must wait for its own result) after one untimed call
+    (the compile, for jitted functions)."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(fn())
+        fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -62,8 +64,10 @@ def bench_jax(sizes: dict, dtype) -> list[dict]:
         out = np.asarray(forward(q, k, v), np.float32)
         reference = out if reference is None else reference
         rows.append({'name': name,
-                     'forward_s': median_seconds(lambda: forward(q, k, v), sizes['repeats']),
-                     'gradient_s': median_seconds(lambda: gradient(q, k, v), sizes['repeats']),
+                     'forward_s': median_seconds(
+                         lambda: jax.block_until_ready(forward(q, k, v)), sizes['repeats']),
+                     'gradient_s': median_seconds(
+                         lambda: jax.block_until_ready(gradient(q, k, v)), sizes['repeats']),
                      'max_abs_diff_vs_xla': float(np.max(np.abs(out - reference)))})
         print(f"{name:8s} forward {rows[-1]['forward_s']:.3f} s  gradient "
               f"{rows[-1]['gradient_s']:.3f} s", flush=True)
@@ -83,16 +87,8 @@ def bench_torch(sizes: dict) -> dict:
     def gradient():
         F.scaled_dot_product_attention(q, k, v).pow(2).sum().backward()
 
-    def median(fn):
-        fn()
-        times = []
-        for _ in range(sizes['repeats']):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    row = {'name': 'torch sdpa', 'forward_s': median(forward), 'gradient_s': median(gradient),
+    row = {'name': 'torch sdpa', 'forward_s': median_seconds(forward, sizes['repeats']),
+           'gradient_s': median_seconds(gradient, sizes['repeats']),
            'torch_threads': torch.get_num_threads()}
     print(f"torch    forward {row['forward_s']:.3f} s  gradient {row['gradient_s']:.3f} s",
           flush=True)
