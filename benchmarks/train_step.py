@@ -16,11 +16,12 @@ For every model variant, in joint slow/fast co-training (4 slow + 16 fast frames
   waited for with `block_until_ready`. `--remat-policy auto` (default) keeps the config's
   policy (`none`) when XLA's memory analysis of the compiled step fits the free memory, else
   recompiles with `dots_no_batch`, then `full` (B/16 at batch 2 in float32 needs ~35 GB
-  without remat on CPU). FLOPs come from `compiled.cost_analysis()`: of the timed executable
-  (`compiled_flops_*`; with `scan_layers` XLA counts the layer loop once, ~11x too low for
-  B/16) and of the same step compiled unrolled and without remat (`flops_*`: the model FLOPs,
-  one extra compile, `--skip-model-flops`), which give MFU where
-  `egovideo_jax.train.metrics.peak_flops` knows the device (not for CPUs).
+  without remat on CPU). Model FLOPs (`flops_per_step`, `flops_*`) are the analytic count of
+  `egovideo_jax.train.flops.model_flops_from_config` (matmuls of the whole global batch,
+  forward + backward, no remat recompute), which gives MFU where
+  `egovideo_jax.train.metrics.peak_flops` knows the device (not for CPUs);
+  `compiled_flops_*` is `compiled.cost_analysis()` of the timed executable, for reference
+  (with `scan_layers` XLA counts the layer loop once, ~11x too low for B/16).
 - PyTorch: the same step on the independent reference model `tests/torch_reference.py`
   (`RefEgoVideo(cfg, 'slowfast')`), float32, same batch and inputs: forward of the slow/fast
   video embedding and `encode_text`, symmetric InfoNCE with the logit scale, backward,
@@ -88,9 +89,6 @@ def parse_args(argv=None):
                         help='config.model.attention (egovideo_jax/model/transformer.py): auto '
                              '(default) chunks long sequences on CPUs, XLA elsewhere; cudnn '
                              'for NVIDIA GPUs with --dtype bfloat16')
-    parser.add_argument('--skip-model-flops', action='store_true',
-                        help='do not compile the unrolled, remat-free step that gives the '
-                             'model FLOPs for MFU (saves a compile)')
     parser.add_argument('--skip-torch', action='store_true', help='JAX only')
     parser.add_argument('--torch-fast-grads', choices=('adapters', 'all'), default='adapters',
                         help='PyTorch fast branch: adapters only get gradients (as our step, '
@@ -269,7 +267,7 @@ def build_step(config, mesh):
     from egovideo_jax.train.optimizer import make_optimizer
     from egovideo_jax.train.state import (abstract_params, make_train_step,
                                           train_state_shardings)
-    from egovideo_jax.train.trainer import build_module
+    from egovideo_jax.train.setup import build_module
     module = build_module(config)
     optim = ConfigDict({**config.optim.to_dict(), 'total_steps': SCHEDULE_STEPS})
     tx, _ = make_optimizer(nn.unbox(abstract_params(module, module.config)), optim)
@@ -278,23 +276,12 @@ def build_step(config, mesh):
     return module, tx, step_fn, shardings
 
 
-def model_flops(variant: str, batch: int, args, mesh, abstract_batch) -> float | None:
-    """Per-device FLOPs of the step with unrolled layers and no rematerialisation, from
-    `compiled.cost_analysis()`: XLA counts a scanned (while-loop) layer stack once, not once
-    per layer, and rematerialisation adds recomputation that MFU does not count."""
-    from egovideo_jax.train.metrics import compiled_flops
-    from egovideo_jax.train.state import abstract_train_state
-    config = variant_config(variant, batch, args, scan_layers=False, remat_policy='none')
-    module, tx, step_fn, _ = build_step(config, mesh)
-    abstract_state = abstract_train_state(module, module.config, tx, mesh)
-    return compiled_flops(step_fn.lower(abstract_state, abstract_batch).compile())
-
-
 def bench_jax(variant: str, batch: int, inputs: dict, args) -> dict:
     import jax
 
     from egovideo_jax.input.batching import global_batch
     from egovideo_jax.train import sharding
+    from egovideo_jax.train.flops import model_flops_from_config
     from egovideo_jax.train.metrics import compiled_flops, peak_flops
     from egovideo_jax.train.state import create_train_state
     from egovideo_jax.train.trainer import MODEL_INPUTS
@@ -361,17 +348,8 @@ def bench_jax(variant: str, batch: int, inputs: dict, args) -> dict:
     del holder, compiled, lowered, step_fn, batch_arrays
     gc.collect()
 
-    unrolled_flops, unrolled_s = flops, 0.0
-    if not args.skip_model_flops and (config.model.scan_layers
-                                      or config.model.remat_policy != 'none'):
-        start = time.perf_counter()
-        abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype,
-                                                  sharding=sharding.batch_sharding(mesh))
-                          for k, v in inputs.items() if k in MODEL_INPUTS}
-        unrolled_flops = model_flops(variant, batch, args, mesh, abstract_batch)
-        unrolled_s = time.perf_counter() - start
-    elif args.skip_model_flops:
-        unrolled_flops = None
+    count = model_flops_from_config(config)  # analytic, whole global batch
+    model_flops = count.total
     peak = peak_flops(device)
     step_time = result['step_time_s']
     result.update(
@@ -380,13 +358,13 @@ def bench_jax(variant: str, batch: int, inputs: dict, args) -> dict:
         # compiled.cost_analysis() of the executable timed here (per device). With
         # scan_layers XLA counts the layer loop's body once: far below the real work.
         compiled_flops_per_step_per_device=flops,
-        # The same step unrolled, without remat: the model FLOPs MFU is based on.
-        flops_per_step_per_device=unrolled_flops,
-        flops_per_step=unrolled_flops * mesh.size if unrolled_flops else None,
-        model_flops_compile_s=unrolled_s,
-        achieved_flops_per_s_per_device=unrolled_flops / step_time if unrolled_flops else None,
+        # The analytic model FLOPs (egovideo_jax.train.flops) MFU is based on.
+        flops_per_step=model_flops, forward_flops_per_step=count.forward,
+        flops_breakdown=count.breakdown,
+        flops_per_step_per_device=model_flops / mesh.size,
+        achieved_flops_per_s_per_device=model_flops / mesh.size / step_time,
         peak_flops_per_device=peak,  # dense bf16 peak (egovideo_jax.train.metrics)
-        mfu=unrolled_flops / step_time / peak if unrolled_flops and peak else None,
+        mfu=model_flops / step_time / (peak * mesh.size) if peak else None,
         memory_analysis=memory, peak_rss_increase_bytes=rss.increase,
         dtype=config.model.dtype, scan_layers=bool(config.model.scan_layers),
         remat_policy=config.model.remat_policy, mesh=dict(mesh.shape),

@@ -14,21 +14,9 @@ from flax import traverse_util
 
 from egovideo_jax.convert import flax_io, mapping, torch_io, weights
 from egovideo_jax.model.config import EgoVideoConfig, get_model_config
-from egovideo_jax.model.egovideo import EgoVideo
+from egovideo_jax.model.egovideo import EgoVideo, dummy_inputs
 from egovideo_jax.model.layout import is_scanned, stack_layers, unstack_layers
 from egovideo_jax.model.tokenizer import tokenize
-
-
-def dummy_inputs(config: EgoVideoConfig, batch: int = 1):
-    """Zero inputs of the right shapes for `EgoVideo.init`: (video, tokens, fast or None).
-
-    The fast input has T0 frames: no parameter depends on its length, and it is cheaper.
-    """
-    size = config.vision.image_size
-    video = jnp.zeros((batch, config.vision.num_frames, size, size, 3), jnp.float32)
-    tokens = jnp.zeros((batch, config.text.context_length), jnp.int32)
-    fast = video if config.mode == 'slowfast' else None
-    return video, tokens, fast
 
 
 @functools.lru_cache(maxsize=None)

@@ -52,9 +52,16 @@ def test_train_step_benchmark_quick(tmp_path):
     for key in ('init_s', 'lower_s', 'compile_s', 'compiled_flops_per_step_per_device',
                 'flops_per_step_per_device', 'flops_per_step'):
         assert positive(jax_result[key]), key
-    # Model FLOPs (unrolled) are at least what XLA counts for the scanned executable.
-    assert jax_result['flops_per_step_per_device'] >= jax_result[
-        'compiled_flops_per_step_per_device'] or not jax_result['scan_layers']
+    # Model FLOPs: the analytic count (egovideo_jax/train/flops.py) of the whole batch. Not
+    # compared with XLA's count here: at the tiny size the optimizer's element-wise work on
+    # the 49408 x 64 token table outweighs a layer's matmuls (tests/test_train_flops.py
+    # compares them at the demo and B/16 sizes).
+    devices = math.prod(jax_result['mesh'].values())
+    assert math.isclose(jax_result['flops_per_step'],
+                        jax_result['flops_per_step_per_device'] * devices)
+    assert math.isclose(sum(jax_result['flops_breakdown'].values()), jax_result['flops_per_step'])
+    assert (jax_result['forward_flops_per_step'] < jax_result['flops_per_step']
+            <= 3 * jax_result['forward_flops_per_step'])
     assert jax_result['dtype'] in ('float32', 'bfloat16')
     assert jax_result['remat_policy'] in ('none', 'dots_no_batch', 'full')
     assert jax_result['mfu'] is None or positive(jax_result['mfu'])

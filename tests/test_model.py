@@ -19,7 +19,8 @@ from flax import traverse_util
 
 from conftest import perturbed
 from torch_reference import resize_temporal_table
-from egovideo_jax.api import dummy_inputs, init_params
+from egovideo_jax.api import init_params
+from egovideo_jax.model.egovideo import dummy_inputs
 from egovideo_jax.model import EgoVideo, VARIANTS, get_model_config
 from egovideo_jax.model.adapter import MotionAdapter
 from egovideo_jax.model.layout import stack_layers, unstack_layers

@@ -121,7 +121,8 @@ def restore_state(config, workdir, step: int | None = None):
     from egovideo_jax.train.checkpoint import Checkpointer
     from egovideo_jax.train.optimizer import make_optimizer
     from egovideo_jax.train.state import abstract_params, abstract_train_state
-    from egovideo_jax.train.trainer import build_module, total_steps_of
+    from egovideo_jax.train.setup import build_module
+    from egovideo_jax.train.trainer import total_steps_of
     import orbax.checkpoint as ocp
 
     module = build_module(config)

@@ -81,7 +81,7 @@ def command_specs(args) -> dict:
     from flax import traverse_util
     from egovideo_jax.train.sharding import make_mesh
     from egovideo_jax.train.state import abstract_params, param_shardings
-    from egovideo_jax.train.trainer import build_module
+    from egovideo_jax.train.setup import build_module
 
     result = {}
     for mesh_text in args.meshes:
@@ -119,7 +119,7 @@ def tiny_setup(scan_layers: bool, lr: float = 1e-2, eps: float = 1e-2):
     from ml_collections import ConfigDict
     from egovideo_jax.train.optimizer import make_optimizer
     from egovideo_jax.train.state import abstract_params
-    from egovideo_jax.train.trainer import build_module
+    from egovideo_jax.train.setup import build_module
 
     config = get_config('demo')
     config.model.variant = 'tiny'
@@ -229,24 +229,18 @@ def command_train(args) -> dict:
 
 
 def command_restore(args) -> dict:
-    import flax.linen as nn
-    from ml_collections import ConfigDict
     from egovideo_jax.input.batching import global_batch
     from egovideo_jax.input.pipeline import make_iterator
     from egovideo_jax.train.checkpoint import Checkpointer
-    from egovideo_jax.train.optimizer import make_optimizer
+    from egovideo_jax.train.setup import make_setup
     from egovideo_jax.train.sharding import make_mesh
-    from egovideo_jax.train.state import (abstract_params, abstract_train_state,
-                                          make_train_step)
-    from egovideo_jax.train.trainer import MODEL_INPUTS, build_module, data_config_from
+    from egovideo_jax.train.trainer import MODEL_INPUTS, data_config_from
 
     workdir = Path(args.workdir)
     config = train_config(workdir, parse_mesh(args.mesh), args.total_steps, args.save_step)
     mesh = make_mesh(config.mesh)
-    module = build_module(config)
-    optim = ConfigDict({**config.optim.to_dict(), 'total_steps': config.total_steps})
-    tx, _ = make_optimizer(nn.unbox(abstract_params(module, module.config)), optim)
-    target = abstract_train_state(module, module.config, tx, mesh)
+    setup = make_setup(config, mesh, config.total_steps)
+    target = setup.abstract_state
     iterator = make_iterator(data_config_from(config, config.data.train, train=True),
                              train=True, seed=config.seed)
     checkpointer = Checkpointer(workdir / 'run' / 'checkpoints', **config.checkpoint.to_dict())
@@ -268,10 +262,8 @@ def command_restore(args) -> dict:
                                            jax.tree_util.tree_leaves(target))
         if not leaf.sharding.is_equivalent_to(want.sharding, leaf.ndim))
 
-    shardings = jax.tree_util.tree_map(lambda x: x.sharding, target)
-    step_fn = make_train_step(module, tx, mesh, shardings, config.optim.grad_accum_steps)
     local = next(iterator)
-    state, metrics = step_fn(state, global_batch(
+    state, metrics = setup.step(state, global_batch(
         {k: local[k] for k in MODEL_INPUTS if k in local}, mesh))
     return {
         'num_leaves': len(restored), 'num_params': len(leaf_paths(state.params)),

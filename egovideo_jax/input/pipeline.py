@@ -399,6 +399,8 @@ def make_iterator(data_config: DataConfig, *, train: bool, seed: int | None = No
                                   process_index=process_index, process_count=process_count))
 
 
-def input_stats(iterator: grain.DatasetIterator) -> InputStats:
-    """Counts up to the last batch `iterator` returned (prefetched batches not included)."""
-    return InputStats(**iterator.get_state()['stats'])
+def input_stats(iterator) -> InputStats:
+    """Counts up to the last batch `iterator` (a Grain iterator of `make_iterator`, or a
+    `batching.DevicePrefetcher` around one) returned; prefetched batches are not included."""
+    state = iterator.state() if hasattr(iterator, 'state') else iterator.get_state()
+    return InputStats(**state['stats'])

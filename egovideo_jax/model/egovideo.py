@@ -93,3 +93,15 @@ class EgoVideo(nn.Module):
         """Training outputs: normalised video and text embeddings and exp(logit_scale)."""
         return {'video': self.encode_video(video, fast), 'text': self.encode_text(tokens),
                 'logit_scale': jnp.exp(self.logit_scale)}
+
+
+def dummy_inputs(config: EgoVideoConfig, batch: int = 1):
+    """Zero inputs of the right shapes for `EgoVideo.init`: (video, tokens, fast or None).
+
+    The fast input has T0 frames: no parameter depends on its length, and it is cheaper.
+    """
+    size = config.vision.image_size
+    video = jnp.zeros((batch, config.vision.num_frames, size, size, 3), jnp.float32)
+    tokens = jnp.zeros((batch, config.text.context_length), jnp.int32)
+    fast = video if config.mode == 'slowfast' else None
+    return video, tokens, fast

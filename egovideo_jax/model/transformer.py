@@ -9,11 +9,14 @@ Activations are constrained at block boundaries to (batch, length, embed).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+import math
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax._src import mesh as jax_mesh
+from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
 from egovideo_jax.model.adapter import Dtype, MotionAdapter, logical
 
@@ -37,21 +40,57 @@ def _zeros(axes: tuple[str, ...]):
 # How attention is computed: 'xla' (jax.nn.dot_product_attention's XLA path: the full
 # [length x length] softmax), 'cudnn' (its fused cuDNN kernel: NVIDIA GPUs, bf16/fp16 only),
 # 'chunked' (exact, `ATTENTION_CHUNK` queries at a time, each chunk recomputed in the backward
-# pass: memory O(chunk x length)), or 'auto': 'chunked' on CPUs for sequences longer than
-# `CHUNKED_MIN_LENGTH` tokens (the 16-frame branch: 3137 tokens at B/16), else 'xla'.
-ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'chunked')
+# pass: memory O(chunk x length)), 'splash' (the Pallas TPU splash-attention kernel; off TPU it
+# runs in Pallas interpret mode: exact but slow, for tests), or 'auto': 'splash' on TPUs from
+# `SPLASH_MIN_LENGTH` tokens, 'chunked' on CPUs for sequences longer than `CHUNKED_MIN_LENGTH`
+# tokens (the 16-frame branch: 3137 tokens at B/16), else 'xla'.
+ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'chunked', 'splash')
 ATTENTION_CHUNK = 256
 CHUNKED_MIN_LENGTH = 1024
+SPLASH_MIN_LENGTH = 128  # shorter (the 77-token text) stays on XLA: a block is mostly padding
+SPLASH_BLOCKS = (512, 256, 128)  # 128 (the TPU lane count) is the smallest the kernel takes
 
 
-def resolve_attention(implementation: str, length: int) -> str:
-    """The implementation 'auto' stands for at this sequence length on this back-end."""
+def context_mesh() -> jax.sharding.Mesh | jax.sharding.AbstractMesh | None:
+    """The mesh the caller traces under: `jax.set_mesh(mesh)` around the jit call or
+    `jax.sharding.use_abstract_mesh(mesh.abstract_mesh)` inside the traced function (the
+    context flax's logical constraints read too), else the deprecated `with mesh:` (only jax's
+    private state has it; flax ignores it); None without one."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty:
+        return mesh
+    legacy = jax_mesh.thread_resources.env.physical_mesh
+    return None if legacy.empty else legacy
+
+
+def _mesh_platform(mesh) -> str | None:
+    if isinstance(mesh, jax.sharding.AbstractMesh):
+        device = mesh.abstract_device
+        return None if device is None else device.platform
+    return mesh.devices.flat[0].platform
+
+
+def target_platform() -> str:
+    """The platform the attention being traced will run on: that of the devices of the mesh
+    in context (so compiling for TPU devices from a CPU host picks the TPU kernel), else
+    `jax.default_backend()`."""
+    mesh = context_mesh()
+    platform = None if mesh is None else _mesh_platform(mesh)
+    return platform or jax.default_backend()
+
+
+def resolve_attention(implementation: str, length: int, platform: str | None = None) -> str:
+    """The implementation 'auto' stands for at this sequence length on `platform` (default:
+    `target_platform()`)."""
     if implementation not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f'unknown attention implementation {implementation!r}; choose from '
                          f'{ATTENTION_IMPLEMENTATIONS}')
     if implementation != 'auto':
         return implementation
-    if jax.default_backend() == 'cpu' and length > CHUNKED_MIN_LENGTH:
+    platform = platform or target_platform()
+    if platform == 'tpu' and length >= SPLASH_MIN_LENGTH:
+        return 'splash'
+    if platform == 'cpu' and length > CHUNKED_MIN_LENGTH:
         return 'chunked'
     return 'xla'
 
@@ -84,6 +123,107 @@ def chunked_attention(q, k, v, causal: bool = False, chunk: int = ATTENTION_CHUN
     return out.reshape(batch, -1, heads, head_dim)[:, :length]
 
 
+def splash_block_size(length: int) -> int:
+    """The kernel's block (and padding multiple) for `length` tokens: one block up to 512,
+    else the largest of `SPLASH_BLOCKS` whose padding adds at most 1/6 of the length (big
+    blocks run faster, padding is wasted work): 3137 -> 512 (3584), 785 -> 128 (896)."""
+    single = -(-length // SPLASH_BLOCKS[-1]) * SPLASH_BLOCKS[-1]
+    if single <= SPLASH_BLOCKS[0]:
+        return single
+    for block in SPLASH_BLOCKS:
+        if (-length) % block <= length // 6:
+            return block
+    return SPLASH_BLOCKS[-1]
+
+
+def _splash_local(q, k, v, causal: bool, interpret: bool):
+    """Splash attention on this device's `[B, L, H, D]` shard: pad L to a block multiple,
+    keep real queries off padded keys with segment ids, slice the padding off."""
+    batch, length, heads, head_dim = q.shape
+    block = splash_block_size(length)
+    padded = -(-length // block) * block
+
+    def to_kernel_layout(x):  # [B, L, H, D] -> [B, H, padded, D]
+        return jnp.pad(x, ((0, 0), (0, padded - length), (0, 0), (0, 0))).swapaxes(1, 2)
+
+    q = q * jnp.asarray(head_dim ** -0.5, q.dtype)  # the kernel does not scale
+    head_mask = (splash.CausalMask((padded, padded)) if causal
+                 else splash.FullMask((padded, padded)))
+    kernel = splash.make_splash_mha(
+        splash.MultiHeadMask([head_mask] * heads), head_shards=1, q_seq_shards=1,
+        block_sizes=splash.BlockSizes(
+            block_q=block, block_kv=block, block_kv_compute=block,
+            block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
+            block_q_dq=block, block_kv_dq=block),
+        interpret=interpret)
+    segments = None
+    if padded > length:
+        ids = (jnp.arange(padded) >= length).astype(jnp.int32)  # real 0, padding 1
+        segments = splash.SegmentIds(q=ids, kv=ids)
+    out = jax.vmap(lambda q, k, v: kernel(q, k, v, segment_ids=segments))(
+        *map(to_kernel_layout, (q, k, v)))
+    return out.swapaxes(1, 2)[:, :length]
+
+
+def _mesh_axes_for(logical: str, size: int, mesh, rules) -> str | tuple[str, ...] | None:
+    """The mesh axes the rules give `logical`, those of size > 1 in `mesh`; None (do not
+    split) when they do not divide `size` (each device then computes that whole axis)."""
+    axes = nn.logical_to_mesh_axes((logical,), rules)[0]
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    axes = tuple(a for a in axes if a in mesh.axis_names and mesh.shape[a] > 1)
+    if not axes or size % math.prod(mesh.shape[a] for a in axes):
+        return None
+    return axes
+
+
+def splash_attention(q, k, v, causal: bool = False):
+    """softmax(q k^T / sqrt(d) [+ causal mask]) v for `[B, L, H, D]` inputs with the Pallas
+    splash kernel (interpreted unless `target_platform()` is TPU).
+
+    Under a multi-device mesh the kernel runs per device in `shard_map`: batch split as the
+    logical-axis rules in context say for 'batch', heads as for 'heads' (the train step
+    traces under egovideo_jax.train.sharding.LOGICAL_AXIS_RULES; without rules in context the
+    batch is split over every mesh axis and heads stay whole), length and head dim whole.
+    """
+    attend = functools.partial(_splash_local, causal=causal,
+                               interpret=target_platform() != 'tpu')
+    mesh = context_mesh()
+    if mesh is None or math.prod(mesh.shape.values()) == 1:
+        return attend(q, k, v)
+    rules = nn.get_logical_axis_rules() or (('batch', tuple(mesh.axis_names)),)
+    spec = jax.sharding.PartitionSpec(_mesh_axes_for('batch', q.shape[0], mesh, rules), None,
+                                      _mesh_axes_for('heads', q.shape[2], mesh, rules), None)
+    return jax.shard_map(attend, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
+                         check_vma=False)(q, k, v)
+
+
+class HeadsDense(nn.Module):
+    """A dense layer into or out of the `[heads, head_dim]` layout: `x @ kernel + bias` over
+    `in_axes` trailing input axes, with `kernel` of shape `in_shape + out_shape`.
+
+    Same parameters as `nn.DenseGeneral`, but the kernel is created in its final shape: flax
+    initialises DenseGeneral's kernel flattened and reshapes it, and with sharding rules in
+    context the flattened value meets its 3-name logical spec (an error)."""
+    out_shape: tuple[int, ...]
+    in_axes: int
+    kernel_axes: tuple[str, ...]
+    bias_axes: tuple[str, ...]
+    init_std: float
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        in_shape = x.shape[-self.in_axes:]
+        kernel = self.param('kernel', _normal(self.init_std, self.kernel_axes),
+                            in_shape + self.out_shape, self.param_dtype)
+        bias = self.param('bias', _zeros(self.bias_axes), self.out_shape, self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        contract = tuple(range(x.ndim - self.in_axes, x.ndim))
+        y = jax.lax.dot_general(x, kernel, ((contract, tuple(range(self.in_axes))), ((), ())))
+        return y + bias
+
+
 class Attention(nn.Module):
     """Multi-head self-attention (`implementation`: see ATTENTION_IMPLEMENTATIONS)."""
     num_heads: int
@@ -99,23 +239,21 @@ class Attention(nn.Module):
             raise ValueError(f'width {width} is not divisible by num_heads {self.num_heads}')
         head_dim = width // self.num_heads
         projection = functools.partial(
-            nn.DenseGeneral, features=(self.num_heads, head_dim), axis=-1,
-            dtype=self.dtype, param_dtype=self.param_dtype,
-            kernel_init=_normal(width ** -0.5, ('embed', 'heads', 'kv')),
-            bias_init=_zeros(('heads', 'kv')))
+            HeadsDense, (self.num_heads, head_dim), 1, ('embed', 'heads', 'kv'),
+            ('heads', 'kv'), width ** -0.5, self.dtype, self.param_dtype)
         q = projection(name='query')(x)
         k = projection(name='key')(x)
         v = projection(name='value')(x)
         implementation = resolve_attention(self.implementation, x.shape[1])
         if implementation == 'chunked':
             y = chunked_attention(q, k, v, self.causal)
+        elif implementation == 'splash':
+            y = splash_attention(q, k, v, self.causal)
         else:
             y = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal,
                                              implementation=implementation)
-        return nn.DenseGeneral(
-            width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
-            kernel_init=_normal(width ** -0.5, ('heads', 'kv', 'embed')),
-            bias_init=_zeros(('embed',)), name='out')(y)
+        return HeadsDense((width,), 2, ('heads', 'kv', 'embed'), ('embed',), width ** -0.5,
+                          self.dtype, self.param_dtype, name='out')(y)
 
 
 class Mlp(nn.Module):

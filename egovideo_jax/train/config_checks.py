@@ -72,7 +72,7 @@ def validate(config, num_devices: int, process_count: int = 1, reference=None,
         raise ValueError(f'config.data.batch_size={data.batch_size} is not divisible by the '
                          f'{process_count} processes')
     if optim.grad_accum_steps < 1:
-        raise ValueError(f'config.optim.grad_accum_steps must be >= 1')
+        raise ValueError('config.optim.grad_accum_steps must be >= 1')
     if not data.train and not data.build_demo:
         raise ValueError('config.data.train is empty: give a records directory '
                          '(--config.data.train=DIR)')

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import flax.linen as nn
 import jax
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
@@ -56,9 +57,25 @@ def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> tuple[int, int, in
 
 
 def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The (data, fsdp, tensor) mesh. On TPUs the devices are laid out along the chips'
+    physical interconnect (`mesh_utils`); over several slices (multi-slice, joined by the
+    data-centre network) the `data` axis spans the slices, so only the gradient all-reduce
+    crosses the slow links."""
     devices = list(jax.devices() if devices is None else devices)
     shape = mesh_shape(sizes, len(devices))
-    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+    num_slices = len({getattr(device, 'slice_index', 0) or 0 for device in devices})
+    if num_slices > 1:
+        if shape[0] % num_slices:
+            raise ValueError(f'config.mesh.data={shape[0]} must be a multiple of the '
+                             f'{num_slices} slices: data parallelism spans the slices')
+        per_slice = (shape[0] // num_slices, *shape[1:])
+        grid = mesh_utils.create_hybrid_device_mesh(per_slice, (num_slices, 1, 1), devices,
+                                                    allow_split_physical_axes=True)
+    elif devices[0].platform == 'tpu':
+        grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+    else:
+        grid = np.asarray(devices).reshape(shape)
+    return Mesh(grid, MESH_AXES)
 
 
 def data_parallel_size(mesh: Mesh) -> int:

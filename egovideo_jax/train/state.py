@@ -12,9 +12,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from egovideo_jax.api import dummy_inputs
 from egovideo_jax.model.config import EgoVideoConfig
-from egovideo_jax.model.egovideo import EgoVideo
+from egovideo_jax.model.egovideo import EgoVideo, dummy_inputs
 from egovideo_jax.train import sharding
 from egovideo_jax.train.loss import contrastive_loss
 
@@ -104,15 +103,30 @@ def create_train_state(module: EgoVideo, config: EgoVideoConfig, tx: optax.Gradi
 
 
 def make_train_step(module: EgoVideo, tx: optax.GradientTransformation, mesh: Mesh,
-                    state_shardings: TrainState, grad_accum_steps: int = 1
-                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+                    state_shardings: TrainState, grad_accum_steps: int = 1,
+                    trainable=None) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """jit(step) with the state donated. Batches are dicts of `slow`, `tokens` and (slowfast)
     `fast`, sharded on the batch axis. With `grad_accum_steps` k > 1 the batch is split into
     k micro-batches whose gradients are averaged (each micro-batch's contrastive loss sees
-    only its own negatives)."""
+    only its own negatives). `trainable` (a tree of bools like the parameters, None: all)
+    restricts the logged `grad_norm` to what the optimizer updates.
+
+    The model is traced inside the mesh and the logical-axis rules, so the activation
+    constraints of the model (`nn.with_logical_constraint` at block boundaries) become real
+    sharding constraints and mesh-aware kernels (splash attention) see the mesh."""
     def loss_fn(params, batch):
-        out = module.apply({'params': params}, batch['slow'], batch['tokens'], batch.get('fast'))
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(
+                sharding.LOGICAL_AXIS_RULES):
+            out = module.apply({'params': params}, batch['slow'], batch['tokens'],
+                               batch.get('fast'))
         return contrastive_loss(out['video'], out['text'], out['logit_scale'], mesh)
+
+    def trainable_norm(grads):
+        if trainable is None:
+            return optax.global_norm(grads)
+        leaves = jax.tree_util.tree_leaves(grads)
+        keep = jax.tree_util.tree_leaves(trainable)
+        return optax.global_norm([g for g, k in zip(leaves, keep) if k])
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -140,7 +154,7 @@ def make_train_step(module: EgoVideo, tx: optax.GradientTransformation, mesh: Me
             metrics = jax.tree_util.tree_map(lambda m: m / grad_accum_steps, metrics)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, 'grad_norm': optax.global_norm(grads)}
+        metrics = {**metrics, 'grad_norm': trainable_norm(grads)}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),

@@ -3,29 +3,24 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
-from ml_collections import ConfigDict
 
 from egovideo_jax.evaluate.registry import build_evaluators
-from egovideo_jax.input.batching import global_batch
+from egovideo_jax.input.batching import DevicePrefetcher, global_batch
 from egovideo_jax.input.pipeline import DataConfig, input_stats, make_iterator
-from egovideo_jax.model.config import get_model_config
-from egovideo_jax.model.egovideo import EgoVideo
 from egovideo_jax.model.layout import stack_layers
 from egovideo_jax.records.dataset import open_dataset
 from egovideo_jax.train import sharding
 from egovideo_jax.train.checkpoint import Checkpointer
-from egovideo_jax.train.metrics import MetricLogger, compiled_flops, peak_flops
-from egovideo_jax.train.optimizer import make_optimizer
+from egovideo_jax.train.flops import model_flops_from_config
+from egovideo_jax.train.metrics import MetricLogger, peak_flops
+from egovideo_jax.train.preemption import PreemptionWatcher
 from egovideo_jax.train.report import write_report
-from egovideo_jax.train.state import abstract_params, create_train_state, make_train_step
+from egovideo_jax.train.setup import TrainSetup, make_setup
 
 MODEL_INPUTS = ('slow', 'fast', 'tokens')
 DISTRIBUTED_ENV = ('JAX_COORDINATOR_ADDRESS', 'MEGASCALE_COORDINATOR_ADDRESS')
@@ -50,17 +45,6 @@ def maybe_initialize_distributed():
             'this looks like a multi-process job (coordinator/SLURM/TPU pod variables are set) '
             f'but jax.distributed.initialize() failed: {error}. Check that every process '
             'started and that the coordinator address is reachable') from error
-
-
-def model_config_from(config):
-    return get_model_config(config.model.variant, config.model.mode, config.model.num_frames,
-                            fast_frames=config.model.fast_frames)
-
-
-def build_module(config) -> EgoVideo:
-    dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.model.dtype]
-    return EgoVideo(model_config_from(config), dtype=dtype, scan_layers=config.model.scan_layers,
-                    remat_policy=config.model.remat_policy, attention=config.model.attention)
 
 
 def data_config_from(config, path: str, train: bool) -> DataConfig:
@@ -137,8 +121,6 @@ def train(config, workdir: str | os.PathLike,
     workdir = Path(workdir)
     is_lead = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh)
-    module = build_module(config)
-    model_config = module.config
 
     if is_lead:
         prepare_demo_data(config, workdir)
@@ -148,94 +130,115 @@ def train(config, workdir: str | os.PathLike,
     iterator = make_iterator(data_config, train=True, seed=config.seed,
                              process_index=jax.process_index(),
                              process_count=jax.process_count())
-
-    optim = ConfigDict({**config.optim.to_dict(), 'total_steps': total_steps})
-    tx, lr_schedule = make_optimizer(nn.unbox(abstract_params(module, model_config)), optim)
-    state, state_shardings = create_train_state(module, model_config, tx, mesh, config.seed,
-                                                initial_params(config, is_lead))
+    setup = make_setup(config, mesh, total_steps)
+    model_config = setup.model_config
+    state = setup.create_state(config.seed, initial_params(config, is_lead))
     checkpointer = Checkpointer(workdir / 'checkpoints', **config.checkpoint.to_dict())
     start_step = checkpointer.latest_step() or 0
     if start_step:
         state = checkpointer.restore(start_step, state, iterator)
         if is_lead:
             print(f'resumed from {checkpointer.path(start_step)} at step {start_step}')
+    batches = DevicePrefetcher(iterator, lambda local: global_batch(
+        {k: local[k] for k in MODEL_INPUTS if k in local}, mesh))
 
     evaluators = build_evaluators(evaluator_sections(config, verbose=is_lead),
                                   workdir=workdir / 'eval', mesh=mesh)
-    step_fn = make_train_step(module, tx, mesh, state_shardings, config.optim.grad_accum_steps)
     logger = MetricLogger(workdir, total_steps, enabled=is_lead)
-    stop = {'requested': False}
-    previous_handler = signal.signal(
-        signal.SIGTERM, lambda *_: stop.update(requested=True))  # preemption: save, exit 0
-
-    def next_batch():
-        local = next(iterator)
-        return global_batch({k: local[k] for k in MODEL_INPUTS if k in local}, mesh)
-
-    def check_finite(step: int, metrics: dict):
-        # A finite loss with non-finite gradients still poisons the parameters.
-        values = {name: float(value) for name, value in
-                  jax.device_get({k: metrics[k] for k in ('loss', 'grad_norm')}).items()}
-        bad = {name: value for name, value in values.items() if not math.isfinite(value)}
-        if bad:
-            good = checkpointer.latest_step()
-            where = checkpointer.path(good) if good else 'none saved yet'
-            described = ', '.join(f'{name} is {value}' for name, value in bad.items())
-            raise NonFiniteLoss(f'{described} at step {step} (batch {step - 1} of this run\'s '
-                                f'data order); last good checkpoint: {where}')
-
-    compiled, flops, peak = None, None, None
+    throughput = Throughput(config, mesh)
+    eval_metrics: dict[str, float] = {}  # the latest of every evaluator, for keep_best
     last_metrics: dict[str, float] = {}
-    window_start, window_steps = time.time(), 0
-    clips_per_step = config.data.batch_size
     step = start_step
+    stopped = False
     try:
-        while step < total_steps:
-            batch = next_batch()
-            if compiled is None:
-                compiled = step_fn.lower(state, batch).compile()
-                flops = compiled_flops(compiled)
-                peak = peak_flops(jax.devices()[0])
-                window_start = time.time()
-            state, metrics = compiled(state, batch)
-            step += 1
-            window_steps += 1
-            for hook in hooks:
-                hook(step, state, metrics)
-            if step % config.log_every == 0 or step == total_steps:
-                check_finite(step, metrics)
-                elapsed = time.time() - window_start
-                step_time = elapsed / window_steps
-                values = _host_metrics(metrics)
-                values.update(lr=float(lr_schedule(step - 1)), step_time_s=step_time,
-                              clips_per_s=clips_per_step / step_time)
-                if flops and peak:
-                    values['mfu'] = flops / step_time / peak
-                stats = input_stats(iterator)
-                values['skipped_records'] = stats.skipped
-                logger.write(step, values)
-                logger.console(step, values, eta_seconds=(total_steps - step) * step_time)
-                last_metrics = values
-                window_start, window_steps = time.time(), 0
-            due = [e for e in evaluators.values() if e.should_run(step) or step == total_steps]
-            for evaluator in due:
-                logger.write(step, evaluator.run(state.params, model_config),
-                             prefix=f'eval/{evaluator.name}')
-            if checkpointer.should_save(step) or stop['requested'] or step == total_steps:
-                check_finite(step, metrics)
-                checkpointer.save(step, state, iterator, config.to_dict(),
-                                  wait=stop['requested'])
-            if stop['requested']:
-                if is_lead:
-                    print(f'SIGTERM: saved {checkpointer.path(step)}; exiting')
-                break
+        with PreemptionWatcher() as preemption:
+            compiled = None
+            while step < total_steps:
+                batch = next(batches)
+                if compiled is None:
+                    compiled = setup.step.lower(state, batch).compile()
+                    throughput.restart()
+                state, metrics = compiled(state, batch)
+                step += 1
+                throughput.count_step()
+                for hook in hooks:
+                    hook(step, state, metrics)
+                stopped = preemption.should_stop()
+                if step % config.log_every == 0 or step == total_steps:
+                    _check_finite(step, metrics, checkpointer)
+                    last_metrics = _log_train_step(step, metrics, setup, throughput, batches,
+                                                   logger)
+                for evaluator in evaluators.values():
+                    if evaluator.should_run(step) or step == total_steps:
+                        results = evaluator.run(state.params, model_config)
+                        logger.write(step, results, prefix=f'eval/{evaluator.name}')
+                        eval_metrics.update({f'eval/{evaluator.name}/{name}': float(value)
+                                             for name, value in results.items()})
+                if checkpointer.should_save(step) or stopped or step == total_steps:
+                    _check_finite(step, metrics, checkpointer)
+                    checkpointer.save(step, state, batches, config.to_dict(),
+                                      metrics=eval_metrics or None, wait=stopped)
+                if stopped:
+                    if is_lead:
+                        print(f'SIGTERM: saved {checkpointer.path(step)}; exiting')
+                    break
     finally:
         checkpointer.wait()
         checkpointer.close()
-        signal.signal(signal.SIGTERM, previous_handler)
         logger.plot_curves()
         logger.close()
-    if is_lead and step == total_steps and not stop['requested']:
+    if is_lead and step == total_steps and not stopped:
         write_report(config, workdir, state.params, model_config, step=step,
                      start_step=start_step, started=started)
     return last_metrics
+
+
+class Throughput:
+    """Step time, clips/s and model-FLOPs MFU over the steps since the last log line."""
+
+    def __init__(self, config, mesh):
+        self.clips_per_step = config.data.batch_size
+        self.model_flops = model_flops_from_config(config).total  # analytic, whole batch
+        peak = peak_flops(mesh.devices.flat[0])
+        self.peak = peak * mesh.size if peak else None
+        self.restart()
+
+    def restart(self):
+        self.started, self.steps = time.time(), 0
+
+    def count_step(self):
+        self.steps += 1
+
+    def window(self) -> dict[str, float]:
+        step_time = (time.time() - self.started) / max(self.steps, 1)
+        values = {'step_time_s': step_time, 'clips_per_s': self.clips_per_step / step_time,
+                  'model_flops_per_step': self.model_flops}
+        if self.peak:
+            values['mfu'] = self.model_flops / step_time / self.peak
+        self.restart()
+        return values
+
+
+def _log_train_step(step: int, metrics, setup: TrainSetup, throughput: Throughput, batches,
+                    logger: MetricLogger) -> dict[str, float]:
+    values = _host_metrics(metrics)
+    values['lr'] = float(setup.lr_schedule(step - 1))
+    values.update(throughput.window())
+    values['skipped_records'] = input_stats(batches).skipped
+    logger.write(step, values)
+    logger.console(step, values,
+                   eta_seconds=(setup.total_steps - step) * values['step_time_s'])
+    return values
+
+
+def _check_finite(step: int, metrics: dict, checkpointer: Checkpointer):
+    # A finite loss with non-finite gradients still poisons the parameters.
+    values = {name: float(value) for name, value in
+              jax.device_get({k: metrics[k] for k in ('loss', 'grad_norm')}).items()}
+    bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+    if bad:
+        good = checkpointer.latest_step()
+        where = checkpointer.path(good) if good else 'none saved yet'
+        described = ', '.join(f'{name} is {value}' for name, value in bad.items())
+        raise NonFiniteLoss(f'{described} at step {step} (batch {step - 1} of this run\'s '
+                            f'data order); last good checkpoint: {where}')

@@ -1,0 +1,136 @@
+"""Fit table: the real train step of each paper-scale config compiled for TPU slices by the
+TPU compiler (libtpu, no TPU needed), one row per variant x stage x global batch.
+
+    pip install -r requirements-tpu-aot.txt
+    python benchmarks/tpu_fit.py                       # the table in benchmarks/README.md
+    python benchmarks/tpu_fit.py --rows b16,joint,2048 --topologies v5p:4x4x2 --num_slices 2
+    # options: --out DIR (one JSON per compile, reused when present: the run resumes),
+    #          --timeout S (per compile), --override config.x.y=v (for every row)
+
+Each cell is one `python -m egovideo_jax.train.memory --topology=...` run in a subprocess
+(so a compiler crash or an out-of-memory verdict is one cell, not the run). Printed per cell:
+GiB per chip (the compiler's memory analysis: arguments + outputs - aliased + temporaries +
+code), whether it fits (<= 90% of the chip's HBM), the compiler's step-time estimate
+(`optimal_seconds`: it leaves Pallas kernels, i.e. splash attention, out, so it is a lower
+bound) and the model-FLOPs MFU that estimate implies. Results: `--out` (default
+benchmarks/results/tpu_fit/), `table.md` and `tpu_fit.json` there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'benchmarks'))
+from machine_info import machine  # noqa: E402
+
+DEFAULT_ROWS = ('b16,stage1,2048', 'b16,stage2,2048', 'b16,joint,2048',
+                'l14_336,stage1,512', 'l14_336,stage2,512', 'l14_336,joint,512')
+# One slice per TPU generation, sized as a paper-scale run would rent it.
+DEFAULT_TOPOLOGIES = ('v4:4x4x2', 'v5e:8x8', 'v5p:4x4x2', 'v6e:8x8')
+GIB = 1024 ** 3
+
+
+def cell_path(out: Path, row: str, topology: str, num_slices: int) -> Path:
+    name = f'{row.replace(",", "_")}__{topology.replace(":", "_")}__x{num_slices}.json'
+    return out / name
+
+
+def compile_cell(row: str, topology: str, num_slices: int, overrides: list[str],
+                 out: Path, timeout: float) -> dict:
+    path = cell_path(out, row, topology, num_slices)
+    if path.exists():
+        return json.loads(path.read_text())
+    variant, stage, batch = row.split(',')
+    command = [sys.executable, '-m', 'egovideo_jax.train.memory',
+               f'--config=configs/cotrain.py:{variant},{stage}',
+               f'--config.data.batch_size={batch}', f'--topology={topology}',
+               f'--num_slices={num_slices}', f'--json={path}',
+               *[f'--{override}' for override in overrides]]
+    started = time.time()
+    try:
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {'row': row, 'topology': topology, 'error': f'no result within {timeout} s'}
+    if done.returncode or not path.exists():
+        return {'row': row, 'topology': topology,
+                'error': f'exit {done.returncode}: {done.stderr.strip()[-800:]}'}
+    result = json.loads(path.read_text())
+    result.update(row=row, wall_seconds=time.time() - started)
+    path.write_text(json.dumps(result, indent=2) + '\n')
+    return result
+
+
+def cell_text(result: dict) -> str:
+    if result.get('bytes_per_device') is None:
+        reason = 'out of HBM' if result.get('fits') is False else result.get('error', '?')
+        return f'does not fit ({reason[:60]})'
+    gib = result['bytes_per_device']['total'] / GIB
+    text = f"{gib:.1f} GiB, {'fits' if result['fits'] else 'DOES NOT FIT'}"
+    if result.get('compiler_step_seconds'):
+        text += f", {result['compiler_step_seconds']:.3f} s"
+        text += f" ({result['compiler_mfu']:.0%})" if result.get('compiler_mfu') else ''
+    return text
+
+
+def table(cells: list[dict]) -> str:
+    """Markdown: one row per variant x stage x batch, one column per slice, from every cell
+    compiled so far (a cell never compiled shows '-')."""
+    def column(cell):
+        slices = cell.get('num_slices', 1)
+        return f"{cell['topology']}" + (f' x {slices} slices' if slices > 1 else '')
+
+    chips, rows, columns = {}, [], []
+    by_cell = {}
+    for cell in cells:
+        key = (cell['row'], column(cell))
+        by_cell[key] = cell
+        chips.setdefault(key[1], cell.get('num_devices'))
+        rows += [key[0]] if key[0] not in rows else []
+        columns += [key[1]] if key[1] not in columns else []
+    columns.sort(key=lambda name: (name.split(':')[0], chips.get(name) or 0))
+    lines = ['| variant, stage, global batch | ' + ' | '.join(
+        f'{name} ({chips[name]} chips)' if chips.get(name) else name for name in columns) + ' |',
+             '| --- |' + ' --- |' * len(columns)]
+    for row in rows:
+        texts = [cell_text(by_cell[(row, name)]) if (row, name) in by_cell else '-'
+                 for name in columns]
+        lines.append(f'| {row.replace(",", ", ")} | ' + ' | '.join(texts) + ' |')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--rows', nargs='*', default=list(DEFAULT_ROWS),
+                        help='VARIANT,STAGE,GLOBAL_BATCH entries')
+    parser.add_argument('--topologies', nargs='*', default=list(DEFAULT_TOPOLOGIES))
+    parser.add_argument('--num_slices', type=int, default=1)
+    parser.add_argument('--override', nargs='*', default=[],
+                        help='config overrides for every row, e.g. config.model.remat_policy=dots')
+    parser.add_argument('--out', type=Path, default=REPO / 'benchmarks/results/tpu_fit')
+    parser.add_argument('--timeout', type=float, default=1800)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    cells = [(row, topology) for row in args.rows for topology in args.topologies]
+    for index, (row, topology) in enumerate(cells, 1):
+        print(f'[{index}/{len(cells)}] {row} on {topology} x {args.num_slices} ...', flush=True)
+        results[(row, topology)] = compile_cell(row, topology, args.num_slices, args.override,
+                                                args.out, args.timeout)
+        print('   ', cell_text(results[(row, topology)]), flush=True)
+    every = [json.loads(path.read_text()) for path in sorted(args.out.glob('*__*.json'))]
+    text = table([cell for cell in every if 'row' in cell])
+    print(text)
+    (args.out / 'table.md').write_text(text + '\n')
+    (args.out / 'tpu_fit.json').write_text(json.dumps({
+        'machine': machine(('jax', 'jaxlib', 'libtpu')), 'overrides': args.override,
+        'cells': every}, indent=2) + '\n')
+
+
+if __name__ == '__main__':
+    main()
