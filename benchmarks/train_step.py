@@ -9,8 +9,8 @@ For every model variant, in joint slow/fast co-training (4 slow + 16 fast frames
 
 - JAX: the step is built exactly as `egovideo_jax.train.trainer.train` builds it, from
   `configs/cotrain.py` `get_config('b16')` (stage `joint`) with the model variant, the batch
-  size and the dtype replaced (float32 on CPU by default): `build_module`, `make_optimizer`,
-  a mesh over all local devices (`config.mesh`), `create_train_state` + `make_train_step`,
+  size and the dtype replaced (float32 on CPU by default): `train/setup.py make_setup` (the
+  trainer's module, optimizer, shardings and step) on a mesh over all local devices,
   and random inputs placed on the mesh with `global_batch`. Compilation (`lower().compile()`)
   is timed on its own; then `--warmup` steps, then the median of `--steps` timed steps, each
   waited for with `block_until_ready`. `--remat-policy auto` (default) keeps the config's
@@ -259,23 +259,6 @@ def variant_config(variant: str, batch: int, args, **model_overrides):
     return config
 
 
-def build_step(config, mesh):
-    """(module, model config, optimizer, jitted step, state shardings) as trainer.train."""
-    import flax.linen as nn
-    from ml_collections import ConfigDict
-
-    from egovideo_jax.train.optimizer import make_optimizer
-    from egovideo_jax.train.state import (abstract_params, make_train_step,
-                                          train_state_shardings)
-    from egovideo_jax.train.setup import build_module
-    module = build_module(config)
-    optim = ConfigDict({**config.optim.to_dict(), 'total_steps': SCHEDULE_STEPS})
-    tx, _ = make_optimizer(nn.unbox(abstract_params(module, module.config)), optim)
-    shardings = train_state_shardings(module, module.config, tx, mesh)
-    step_fn = make_train_step(module, tx, mesh, shardings, config.optim.grad_accum_steps)
-    return module, tx, step_fn, shardings
-
-
 def bench_jax(variant: str, batch: int, inputs: dict, args) -> dict:
     import jax
 
@@ -283,7 +266,7 @@ def bench_jax(variant: str, batch: int, inputs: dict, args) -> dict:
     from egovideo_jax.train import sharding
     from egovideo_jax.train.flops import model_flops_from_config
     from egovideo_jax.train.metrics import compiled_flops, peak_flops
-    from egovideo_jax.train.state import create_train_state
+    from egovideo_jax.train.setup import make_setup
     from egovideo_jax.train.trainer import MODEL_INPUTS
 
     config = variant_config(variant, batch, args)
@@ -296,9 +279,9 @@ def bench_jax(variant: str, batch: int, inputs: dict, args) -> dict:
     with PeakRSS() as rss:
         # As trainer.train: mesh, module, optimizer, sharded state, jitted step, batch on it.
         mesh = sharding.make_mesh(config.mesh)
-        module, tx, step_fn, state_shardings = build_step(config, mesh)
+        setup = make_setup(config, mesh, SCHEDULE_STEPS)
         start = time.perf_counter()
-        state, _ = create_train_state(module, module.config, tx, mesh, config.seed)
+        state = setup.create_state(config.seed)
         jax.block_until_ready(state)
         init_s = time.perf_counter() - start
         batch_arrays = global_batch({k: inputs[k] for k in MODEL_INPUTS}, mesh)
@@ -308,7 +291,7 @@ def bench_jax(variant: str, batch: int, inputs: dict, args) -> dict:
         for policy in policies:
             with config.unlocked():
                 config.model.remat_policy = policy
-            _, _, step_fn, _ = build_step(config, mesh)
+            step_fn = make_setup(config, mesh, SCHEDULE_STEPS).step
             start = time.perf_counter()
             lowered = step_fn.lower(state, batch_arrays)
             lower_s = time.perf_counter() - start

@@ -98,7 +98,7 @@ def get_config(arg: str = 'demo') -> ml_collections.ConfigDict:
     if variant == 'demo':
         config.evals.demo = ml_collections.ConfigDict(dict(
             type='demo_retrieval', records='', actions_csv='', text_field='narration',
-            batch_size=16, every_steps=0,
+            batch_size=16, every_steps=300,  # ~5 evaluations: the eval curves show learning
             num_frames=16))  # single-branch models only (slow/fast: always 4 + 16)
     # The embedded demo dataset (built through the HOD pipeline when data.build_demo is set
     # and data.train is empty); dir '' means WORKDIR/demo_data.

@@ -32,9 +32,8 @@ def init_params(config: EgoVideoConfig, seed: int = 0, scan_layers: bool = False
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_encoders(config: EgoVideoConfig, dtype):
-    """jit-compiled (encode_video, encode_text), shared by every model of this config."""
-    module = EgoVideo(config, dtype=dtype)
+def _compiled_encoders(module: EgoVideo):
+    """jit-compiled (encode_video, encode_text), shared by every model of this module."""
     encode_video = jax.jit(lambda params, video, fast: module.apply(
         {'params': params}, video, fast, method=EgoVideo.encode_video))
     encode_text = jax.jit(lambda params, tokens: module.apply(
@@ -72,12 +71,16 @@ class EgoVideoModel:
     """A built EgoVideo with its parameters: embed videos and text, export weights."""
 
     def __init__(self, config: EgoVideoConfig, params, report: weights.ImportReport | None = None,
-                 dtype=jnp.float32):
+                 dtype=jnp.float32, module: EgoVideo | None = None):
+        """`module`: the Flax module to run (e.g. the trainer's, with its attention, scanned
+        layers and dtype; `params` then in its layout); default an unrolled float32 one."""
+        if module is not None and module.config != config:
+            raise ValueError('EgoVideoModel: module.config differs from config')
         self.config = config
         self.params = params
         self.report = report
-        self.module = EgoVideo(config, dtype=dtype)
-        self._encode_video, self._encode_text = _compiled_encoders(config, dtype)
+        self.module = module or EgoVideo(config, dtype=dtype)
+        self._encode_video, self._encode_text = _compiled_encoders(self.module)
 
     def encode_video(self, video, fast=None) -> np.ndarray:
         """single: `encode_video(frames)`; slowfast: `encode_video(slow, fast)`.

@@ -103,7 +103,14 @@ def test_report_states_the_logged_facts(demo_run):
     for linked in ('../training_curves.png', '../eval/demo/retrievals.png', 'hod_example.png',
                    '../export/egovideo_demo.pt', '../export/egovideo_demo.safetensors'):
         assert f']({linked})' in readme, linked
-    assert f'| `eval/demo/all/t2v_map` | 4 | {reported["eval/demo/all/t2v_map"]:.4g} |' in readme
+    # Each eval metric with its chance level (a random model with the same relevant pairs).
+    chance = report['chance']
+    assert chance['eval/demo/fast_motion/pair_accuracy'] == 50.0
+    assert 0 < chance['eval/demo/all/t2v_r1'] < 100 and 0 < chance['eval/demo/all/t2v_map'] < 100
+    assert (f'| `eval/demo/all/t2v_map` | 4 | {reported["eval/demo/all/t2v_map"]:.4g} | '
+            f'{chance["eval/demo/all/t2v_map"]:.4g} |') in readme
+    assert 'chance level' in readme
+    assert ('above its chance level' in readme) or ('at or below chance' in readme)
 
 
 def test_export_loads_strict_into_the_reference_and_holds_the_final_params(demo_run):

@@ -17,6 +17,7 @@ import time
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -27,6 +28,7 @@ from train_fixtures import (REPO, assert_trees_bitwise_equal, checkpoint_steps, 
                             restore_state, subprocess_env, tiny_config, write_dataset)
 
 import egovideo_jax
+from egovideo_jax.evaluate import registry
 from egovideo_jax.model.layout import unstack_layers
 from egovideo_jax.train.state import abstract_params
 from egovideo_jax.train.flops import model_flops_from_config
@@ -216,6 +218,37 @@ def test_run_writes_metrics_tensorboard_curves_and_keeps_the_last_checkpoints(da
     # Text and video are learnable (the narration names the frames' colour): the loss falls.
     losses = [r['train/loss'] for r in records]
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+class ScriptedScoreEvaluator(registry.Evaluator):
+    """Returns the next of SCORES at each call, and checks it gets the trainer's module."""
+    type = 'scripted_score'
+    SCORES = [1.0, 5.0, 2.0, 3.0]
+    calls = []
+
+    def read_annotations(self):
+        return None
+
+    def evaluate(self, model, annotations):
+        ScriptedScoreEvaluator.calls.append(model.module)
+        return {'score': self.SCORES[len(ScriptedScoreEvaluator.calls) - 1]}
+
+
+def test_keep_best_keeps_the_best_evaluated_checkpoint(data_dir, tmp_path):
+    if 'scripted_score' not in registry.EVALUATORS:
+        registry.register('scripted_score')(ScriptedScoreEvaluator)
+    ScriptedScoreEvaluator.calls.clear()
+    config = tiny_config(data_dir, total_steps=12, checkpoint_every=3,
+                         **{'checkpoint.keep': 1, 'checkpoint.keep_best': 1,
+                            'checkpoint.best_metric': 'eval/scored/score'})
+    with config.unlocked():
+        config.evals.scored = ml_collections.ConfigDict(
+            dict(type='scripted_score', every_steps=3))
+    train(config, tmp_path / 'best')
+    # Evaluated at steps 3, 6, 9, 12 with scores 1, 5, 2, 3: the best (6) and the last stay.
+    assert checkpoint_steps(tmp_path / 'best') == [6, 12]
+    # The evaluator ran the trainer's own module (its attention, scan and dtype settings).
+    assert all(module == build_module(config) for module in ScriptedScoreEvaluator.calls)
 
 
 # ----------------------------------------------------------------------------- init weights

@@ -32,6 +32,7 @@ from egovideo_jax.records.dataset import open_dataset
 from egovideo_jax.records.schema import decode_frames
 
 TEXT_FIELDS = ('narration', 'hod')
+CHANCE_DRAWS = 50  # random similarity matrices averaged for the chance levels
 
 
 @dataclasses.dataclass
@@ -74,8 +75,11 @@ def retrieval_metrics(video: np.ndarray, text: np.ndarray, clip_texts: list[str]
     """`video [clips, E]` and `text [len(texts), E]` (L2-normalised; `texts` distinct);
     a clip is relevant to a text when it is the clip's own. V->T ranks the texts for each
     clip, T->V the clips for each text. Fractions, not percent."""
-    similarity = video @ text.T
-    relevancy = text_relevancy(clip_texts, texts)
+    return similarity_metrics(video @ text.T, text_relevancy(clip_texts, texts))
+
+
+def similarity_metrics(similarity: np.ndarray, relevancy: np.ndarray) -> dict[str, float]:
+    """V->T and T->V R@1, R@5 and mAP of a `[clips, texts]` similarity matrix."""
     metrics = {}
     for direction, s, r in (('v2t', similarity, relevancy), ('t2v', similarity.T, relevancy.T)):
         metrics[f'{direction}_r1'] = recall_at(s, r, 1)
@@ -119,6 +123,30 @@ class DemoRetrieval(Evaluator):
                                  f'fast-motion partner action ({error})') from error
         return Annotations(records, texts, np.array(fast, bool), partners)
 
+    def chance_levels(self, annotations: Annotations) -> dict[str, float]:
+        """What a model without information scores: every metric averaged over
+        `CHANCE_DRAWS` random similarity matrices with these clips' relevancy; 50 for the
+        pair accuracy (a two-way choice)."""
+        rng = np.random.default_rng(0)
+        chance = {}
+        for subset, mask in self.subsets(annotations).items():
+            clip_texts = [t for t, keep in zip(annotations.texts, mask) if keep]
+            relevancy = text_relevancy(clip_texts, sorted(set(clip_texts)))
+            draws = [similarity_metrics(rng.standard_normal(relevancy.shape), relevancy)
+                     for _ in range(CHANCE_DRAWS)]
+            chance.update({f'{subset}/{name}': float(np.mean([d[name] for d in draws]))
+                           for name in draws[0]})
+        if any(annotations.partner_texts):
+            chance['fast_motion/pair_accuracy'] = 0.5
+        return percent(chance)
+
+    @staticmethod
+    def subsets(annotations: Annotations) -> dict[str, np.ndarray]:
+        """The clip subsets metrics are computed on (empty ones left out)."""
+        subsets = {'all': np.ones(len(annotations.texts), bool),
+                   'fast_motion': annotations.fast_motion_only}
+        return {name: mask for name, mask in subsets.items() if mask.any()}
+
     def evaluate(self, model, annotations: Annotations) -> dict[str, float]:
         counts = frame_counts(model.config, self.config.num_frames)
         size = model.config.vision.image_size
@@ -143,10 +171,7 @@ class DemoRetrieval(Evaluator):
         text = embedded[:len(texts)]
         column = {t: i for i, t in enumerate(texts + partners_only)}
         metrics = {}
-        subsets = {'all': np.ones(len(video), bool), 'fast_motion': annotations.fast_motion_only}
-        for subset, mask in subsets.items():
-            if not mask.any():
-                continue
+        for subset, mask in self.subsets(annotations).items():
             clip_texts = [t for t, keep in zip(annotations.texts, mask) if keep]
             distinct = sorted(set(clip_texts))
             subset_metrics = retrieval_metrics(video[mask], text[[column[t] for t in distinct]],

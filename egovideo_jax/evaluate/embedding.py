@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from egovideo_jax.api import EgoVideoModel
 from egovideo_jax.model.config import EgoVideoConfig
+from egovideo_jax.model.egovideo import EgoVideo
 from egovideo_jax.model.layout import is_scanned, unstack_layers
 from egovideo_jax.model.tokenizer import tokenize
 from egovideo_jax.train.sharding import batch_sharding, data_parallel_size
@@ -22,9 +23,13 @@ from egovideo_jax.train.sharding import batch_sharding, data_parallel_size
 Item = TypeVar('Item')
 
 
-def as_model(model_or_params: Any, model_config: EgoVideoConfig | None = None) -> EgoVideoModel:
+def as_model(model_or_params: Any, model_config: EgoVideoConfig | None = None,
+             module: EgoVideo | None = None) -> EgoVideoModel:
     """An `EgoVideoModel` as is, or `params` (either layer layout, e.g. a train state's,
-    possibly sharded) bound to `model_config`."""
+    possibly sharded) bound to `model_config`; with `module` (the trainer's), the params stay
+    in its layout and run through it (its attention implementation, scan, dtype)."""
+    if module is not None:
+        return EgoVideoModel(module.config, model_or_params, module=module)
     if model_config is None:
         if not isinstance(model_or_params, EgoVideoModel):
             raise TypeError('evaluators take an EgoVideoModel, or params together with their '

@@ -36,6 +36,7 @@ from jax.sharding import Mesh
 
 from egovideo_jax.evaluate.embedding import as_model
 from egovideo_jax.model.config import EgoVideoConfig
+from egovideo_jax.records.atomic import write_bytes_atomically
 
 # Fields every evaluator has. num_frames: frames per clip for single-branch models (slow/fast
 # models always take their own 4 + 16); num_workers: clip-decoding threads; every_steps: how
@@ -77,6 +78,7 @@ class Evaluator:
         self.outdir = Path(workdir) / self.name if workdir else None
         self.mesh = mesh
         self._annotations = None
+        self._chance = None
 
     def path(self, field: str) -> Path:
         """A required file or folder setting; it must be set and exist."""
@@ -97,17 +99,28 @@ class Evaluator:
             self._annotations = self.read_annotations()
         return self._annotations
 
-    def run(self, model_or_params: Any, model_config: EgoVideoConfig | None = None
-            ) -> dict[str, float]:
-        model = as_model(model_or_params, model_config)
-        metrics = self.evaluate(model, self.prepare())
-        print(format_table(f'{self.name} ({self.type})', metrics), flush=True)
+    def run(self, model_or_params: Any, model_config: EgoVideoConfig | None = None,
+            module=None) -> dict[str, float]:
+        """Evaluates an `EgoVideoModel`, or params with their config, or params with the
+        Flax `module` they belong to (the trainer passes its own)."""
+        model = as_model(model_or_params, model_config, module)
+        annotations = self.prepare()
+        metrics = self.evaluate(model, annotations)
+        if self._chance is None:
+            self._chance = self.chance_levels(annotations)
+        print(format_table(f'{self.name} ({self.type})', metrics, self._chance), flush=True)
         if self.outdir is not None:
             self.outdir.mkdir(parents=True, exist_ok=True)
-            with open(self.outdir / 'metrics.json', 'w') as file:
-                json.dump({'benchmark': self.type, 'name': self.name, 'metrics': metrics},
-                          file, indent=2)
+            summary = {'benchmark': self.type, 'name': self.name, 'metrics': metrics,
+                       'chance': self._chance}
+            write_bytes_atomically(str(self.outdir / 'metrics.json'),
+                                   json.dumps(summary, indent=2).encode())
         return metrics
+
+    def chance_levels(self, annotations) -> dict[str, float]:
+        """{metric: what a model without information scores}, for the metrics where a
+        benchmark knows it; shown beside the metrics in tables and reports."""
+        return {}
 
     def read_annotations(self):
         raise NotImplementedError
@@ -116,10 +129,14 @@ class Evaluator:
         raise NotImplementedError
 
 
-def format_table(title: str, metrics: Mapping[str, float]) -> str:
+def format_table(title: str, metrics: Mapping[str, float],
+                 chance: Mapping[str, float] | None = None) -> str:
+    chance = chance or {}
     width = max([len(name) for name in metrics] + [len('metric')])
-    lines = [title, f'  {"metric":<{width}}  {"value":>7}']
-    lines += [f'  {name:<{width}}  {value:7.2f}' for name, value in metrics.items()]
+    lines = [title, f'  {"metric":<{width}}  {"value":>7}' + ('   chance' if chance else '')]
+    lines += [f'  {name:<{width}}  {value:7.2f}'
+              + (f'  {chance[name]:7.2f}' if name in chance else '')
+              for name, value in metrics.items()]
     return '\n'.join(lines)
 
 

@@ -12,6 +12,8 @@ from typing import Mapping
 
 import jax
 
+from egovideo_jax.train.curves import plot_metrics_file
+
 # Dense bf16 peak FLOP/s per chip (one JAX device), by case-insensitive substrings of
 # `device_kind`, first match wins: v6e reports 'TPU v6 lite', v5e 'TPU v5 lite' (so the
 # plain 'TPU v5', v5p, comes after it). Unknown kinds (CPUs) get no MFU rather than a made-up
@@ -79,7 +81,6 @@ class MetricLogger:
         self.workdir = Path(workdir)
         self.total_steps = total_steps
         self.enabled = enabled  # only process 0 writes
-        self.history: dict[str, list[tuple[int, float]]] = {}
         self._writer = None
         if enabled:
             from tensorboardX import SummaryWriter
@@ -95,7 +96,6 @@ class MetricLogger:
             value = float(value)
             key = f'{prefix}/{name}'
             record[key] = value
-            self.history.setdefault(key, []).append((step, value))
             self._writer.add_scalar(key, value, step)
         self._jsonl.write(json.dumps(record) + '\n')
         self._jsonl.flush()
@@ -115,29 +115,12 @@ class MetricLogger:
         print(' | '.join(parts), flush=True)
 
     def plot_curves(self, path: str | Path | None = None) -> Path | None:
-        """PNG of every logged train curve (loss, accuracies, lr, throughput)."""
-        if not self.enabled or not self.history:
+        """`training_curves.png` from metrics.jsonl (train/curves.py), the whole run's."""
+        if not self.enabled:
             return None
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-        names = sorted(self.history)
-        columns = min(3, len(names))
-        rows = math.ceil(len(names) / columns)
-        figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3 * rows),
-                                    squeeze=False)
-        for axis, name in zip(axes.flat, names):
-            steps, values = zip(*self.history[name])
-            axis.plot(steps, values)
-            axis.set_title(name)
-            axis.set_xlabel('step')
-        for axis in list(axes.flat)[len(names):]:
-            axis.axis('off')
-        figure.tight_layout()
-        path = Path(path or self.workdir / 'training_curves.png')
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        return path
+        self._jsonl.flush()
+        return plot_metrics_file(self.workdir / 'metrics.jsonl',
+                                 path or self.workdir / 'training_curves.png')
 
     def close(self):
         if self.enabled:

@@ -55,6 +55,34 @@ def final_metrics(workdir: Path) -> dict[str, dict[str, float]]:
     return final
 
 
+def chance_levels(workdir: Path, eval_names) -> dict[str, float]:
+    """`{'eval/NAME/metric': chance}` from each evaluator's metrics.json (its `chance`)."""
+    chance = {}
+    for name in eval_names:
+        path = workdir / 'eval' / name / 'metrics.json'
+        if path.exists():
+            saved = json.loads(path.read_text(encoding='utf-8')).get('chance') or {}
+            chance.update({f'eval/{name}/{metric}': value for metric, value in saved.items()})
+    return chance
+
+
+def what_it_shows(metrics: dict[str, dict[str, float]], chance: dict[str, float]) -> str:
+    """One sentence comparing the final eval metrics with their chance levels."""
+    compared = [(name, metrics[name]['value'], level) for name, level in chance.items()
+                if name in metrics]
+    if not compared:
+        return 'No evaluator reported chance levels, so the eval metrics stand alone.'
+    below = [name for name, value, level in compared if value <= level]
+    ratios = sorted((value / level, name) for name, value, level in compared if level > 0)
+    if not below:
+        low, lowest = ratios[0]
+        return (f'Every eval metric is above its chance level (the closest, `{lowest}`, at '
+                f'{low:.1f}x chance): the model learned what these evaluations measure.')
+    return (f'{len(below)} of {len(compared)} eval metrics are at or below chance ('
+            + ', '.join(f'`{name}`' for name in below[:4])
+            + ('...' if len(below) > 4 else '') + '): the model has not learned that yet.')
+
+
 def host_readable(params) -> bool:
     """True when this process holds every parameter whole: a single-process run, or
     parameters replicated over the processes. Fetching anything else would need a
@@ -159,7 +187,8 @@ def write_report(config, workdir: str | os.PathLike, params, model_config: EgoVi
     files['export'], export_note = write_exports(config, workdir, params, model_config, step)
     facts = {**run_facts(config, model_config, step=step, start_step=start_step,
                          started=started),
-             'metrics': final_metrics(workdir), 'files': files, 'export_note': export_note}
+             'metrics': final_metrics(workdir), 'chance': chance_levels(workdir, config.evals),
+             'files': files, 'export_note': export_note}
     readme = report_dir / 'README.md'
     readme.write_text(markdown(facts), encoding='utf-8')
     write_bytes_atomically(os.fspath(report_dir / 'report.json'),
@@ -181,7 +210,7 @@ def _link(path: str) -> str:
 
 
 def markdown(facts: dict[str, Any]) -> str:
-    model, files = facts['model'], facts['files']
+    model, files, chance = facts['model'], facts['files'], facts.get('chance', {})
     resumed = (f' (this invocation resumed at step {facts["resumed_from_step"]})'
                if facts['resumed_from_step'] else '')
     rows = [
@@ -204,9 +233,14 @@ def markdown(facts: dict[str, Any]) -> str:
     lines = [f'# Co-training run: {facts["variant"]}, {facts["stage"]}', '',
              '| | |', '| --- | --- |', *(f'| {key} | {value} |' for key, value in rows), '',
              '## Final metrics', '',
-             'Train metrics are the last logged step\'s; eval metrics are percentages.', '',
-             '| metric | step | value |', '| --- | ---: | ---: |',
-             *(f'| `{name}` | {entry["step"]} | {entry["value"]:.4g} |'
+             'Train metrics are the last logged step\'s; eval metrics are percentages, with '
+             'the chance level beside them (a model without information: random '
+             'similarities with the same relevant pairs, averaged over draws; 50 for a '
+             'two-way choice).', '',
+             what_it_shows(facts['metrics'], chance), '',
+             '| metric | step | value | chance |', '| --- | ---: | ---: | ---: |',
+             *(f'| `{name}` | {entry["step"]} | {entry["value"]:.4g} | '
+               + (f'{chance[name]:.4g} |' if name in chance else '- |')
                for name, entry in facts['metrics'].items()), '']
     if 'training_curves' in files:
         lines += ['## Training curves', '',

@@ -170,14 +170,14 @@ def train(config, workdir: str | os.PathLike,
                                                    logger)
                 for evaluator in evaluators.values():
                     if evaluator.should_run(step) or step == total_steps:
-                        results = evaluator.run(state.params, model_config)
+                        results = evaluator.run(state.params, module=setup.module)
                         logger.write(step, results, prefix=f'eval/{evaluator.name}')
                         eval_metrics.update({f'eval/{evaluator.name}/{name}': float(value)
                                              for name, value in results.items()})
                 if checkpointer.should_save(step) or stopped or step == total_steps:
                     _check_finite(step, metrics, checkpointer)
                     checkpointer.save(step, state, batches, config.to_dict(),
-                                      metrics=eval_metrics or None, wait=stopped)
+                                      metrics=dict(eval_metrics) or None, wait=stopped)
                 if stopped:
                     if is_lead:
                         print(f'SIGTERM: saved {checkpointer.path(step)}; exiting')
