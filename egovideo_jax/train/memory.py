@@ -162,7 +162,8 @@ def analyze(config, devices=None, topology: str | None = None) -> dict:
     sizes = {name: int(getattr(memory, field, 0) or 0) for name, field in MEMORY_FIELDS}
     sizes['total'] = (sizes['argument'] + sizes['output'] - sizes['alias'] + sizes['temp']
                       + sizes['code'])
-    seconds = cost_analysis(compiled).get('optimal_seconds') or None
+    seconds = cost_analysis(compiled).get('optimal_seconds')
+    seconds = seconds if seconds and seconds > 0 else None  # libtpu gives -4 when it has none
     return {
         **result, 'compile_seconds': compile_seconds,
         'bytes_per_device': sizes,
