@@ -72,7 +72,7 @@ def cell_text(result: dict) -> str:
         return f'does not fit ({reason[:60]})'
     gib = result['bytes_per_device']['total'] / GIB
     text = f"{gib:.1f} GiB, {'fits' if result['fits'] else 'DOES NOT FIT'}"
-    if result.get('compiler_step_seconds'):
+    if (result.get('compiler_step_seconds') or 0) > 0:
         text += f", {result['compiler_step_seconds']:.3f} s"
         text += f" ({result['compiler_mfu']:.0%})" if result.get('compiler_mfu') else ''
     return text
@@ -90,7 +90,8 @@ def table(cells: list[dict]) -> str:
     for cell in cells:
         key = (cell['row'], column(cell))
         by_cell[key] = cell
-        chips.setdefault(key[1], cell.get('num_devices'))
+        if cell.get('num_devices'):
+            chips.setdefault(key[1], cell['num_devices'] // cell.get('devices_per_chip', 1))
         rows += [key[0]] if key[0] not in rows else []
         columns += [key[1]] if key[1] not in columns else []
     columns.sort(key=lambda name: (name.split(':')[0], chips.get(name) or 0))

@@ -93,9 +93,17 @@ class EgoVideoModel:
                              f'{self.config.fast_frames} fast frames')
         if self.config.mode == 'single' and fast is not None:
             raise ValueError("this is a single-branch model: call encode_video(frames)")
-        video = jnp.asarray(video, jnp.float32)
-        fast = None if fast is None else jnp.asarray(fast, jnp.float32)
-        return np.asarray(self._encode_video(self.params, video, fast))
+        return np.asarray(self.encode_video_array(video, fast))
+
+    def encode_video_array(self, video, fast=None) -> jax.Array:
+        """`encode_video` without the copy to the host: a `jax.Array` sharded like the
+        batch (on several hosts, global inputs from `jax.make_array_from_process_local_data`
+        give a global output)."""
+        if not isinstance(video, jax.Array):
+            video = jnp.asarray(video, jnp.float32)
+        if fast is not None and not isinstance(fast, jax.Array):
+            fast = jnp.asarray(fast, jnp.float32)
+        return self._encode_video(self.params, video, fast)
 
     def encode_text(self, texts: str | Sequence[str] | np.ndarray) -> np.ndarray:
         """Strings (tokenised with CLIP BPE) or int tokens `[B, 77]` -> L2-normalised `[B, embed]`."""

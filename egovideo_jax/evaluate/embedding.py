@@ -14,6 +14,7 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from egovideo_jax.api import EgoVideoModel
+from egovideo_jax.input.batching import global_batch
 from egovideo_jax.model.config import EgoVideoConfig
 from egovideo_jax.model.egovideo import EgoVideo
 from egovideo_jax.model.layout import is_scanned, unstack_layers
@@ -55,12 +56,12 @@ def _check_batch_size(batch_size: int, mesh: Mesh | None):
                          f'size {data_parallel_size(mesh)}')
 
 
-def _padded(arrays: Sequence[np.ndarray], batch_size: int, mesh: Mesh | None):
+def _padded(arrays: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
     batch = np.stack(arrays)
     if len(batch) < batch_size:  # zeros: padded rows are computed, then dropped
         padding = np.zeros((batch_size - len(batch),) + batch.shape[1:], batch.dtype)
         batch = np.concatenate([batch, padding])
-    return batch if mesh is None else jax.device_put(batch, batch_sharding(mesh))
+    return batch
 
 
 def _prefetched(load: Callable[[Item], Any], items: Sequence[Item], num_workers: int,
@@ -88,26 +89,52 @@ def embed_videos(model: EgoVideoModel, items: Sequence[Item],
                  num_workers: int = 4, mesh: Mesh | None = None,
                  desc: str = 'videos') -> np.ndarray:
     """float32 `[len(items), embed]`: `load(item)` gives the model's video inputs for one clip
-    (`[frames]` or `[slow, fast]`, each `[T, H, W, 3]`), embedded `batch_size` at a time."""
-    _check_batch_size(batch_size, mesh)
-    embeddings = []
-    batch = []
-    with tqdm(total=len(items), desc=desc, unit='clip', smoothing=0.1) as progress:
-        def flush():
-            branches = [_padded(branch, batch_size, mesh) for branch in zip(*batch)]
-            embeddings.append(np.asarray(model.encode_video(*branches), np.float32)[:len(batch)])
-            progress.update(len(batch))
-            batch.clear()
+    (`[frames]` or `[slow, fast]`, each `[T, H, W, 3]`), embedded `batch_size` at a time.
 
-        for clip in _prefetched(load, items, num_workers, window=batch_size + 2 * num_workers):
-            batch.append(clip)
-            if len(batch) == batch_size:
-                flush()
-        if batch:
-            flush()
+    With a mesh over several processes, each process decodes only its share of every batch
+    (`batch_size / process_count` clips), the shares form one global batch on the mesh, and
+    every process gets all the embeddings back."""
+    _check_batch_size(batch_size, mesh)
+    rank, processes = (jax.process_index(), jax.process_count()) if mesh else (0, 1)
+    if batch_size % processes:
+        raise ValueError(f'batch_size {batch_size} is not divisible by the {processes} '
+                         'processes')
+    local_size = batch_size // processes
+    batches = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
+    # This process's rows of every batch; a short last batch is padded with its first clip
+    # (computed, then dropped).
+    mine = [chunk[row] if row < len(chunk) else chunk[0] for chunk in batches
+            for row in range(rank * local_size, (rank + 1) * local_size)]
+    loaded = _prefetched(load, mine, num_workers, window=local_size + 2 * num_workers)
+    embeddings = []
+    with tqdm(total=len(items), desc=desc, unit='clip', smoothing=0.1) as progress:
+        for chunk in batches:
+            clips = list(itertools.islice(loaded, local_size))
+            branches = [_on_mesh(np.stack(branch), mesh, processes) for branch in zip(*clips)]
+            out = _to_host(model.encode_video_array(*branches))
+            embeddings.append(np.asarray(out, np.float32)[:len(chunk)])
+            progress.update(len(chunk))
     if not embeddings:
         return np.zeros((0, model.config.embed_dim), np.float32)
     return np.concatenate(embeddings)
+
+
+def _on_mesh(local: np.ndarray, mesh: Mesh | None, processes: int):
+    """This process's rows of a batch as the batch-sharded global array (as is without a
+    mesh)."""
+    if mesh is None:
+        return local
+    if processes == 1:
+        return jax.device_put(local, batch_sharding(mesh))
+    return global_batch({'rows': local}, mesh)['rows']
+
+
+def _to_host(array: jax.Array) -> np.ndarray:
+    """The whole array on this host, gathered from the other processes if needed."""
+    if array.is_fully_addressable:
+        return np.asarray(array)
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 def embed_texts(model: EgoVideoModel, texts: Sequence[str], batch_size: int,
@@ -120,7 +147,7 @@ def embed_texts(model: EgoVideoModel, texts: Sequence[str], batch_size: int,
     with tqdm(total=len(texts), desc=desc, unit='text', smoothing=0.1) as progress:
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
-            tokens = _padded(list(tokenize(list(chunk), context_length)), batch_size, None)
+            tokens = _padded(list(tokenize(list(chunk), context_length)), batch_size)
             embeddings.append(np.asarray(model.encode_text(tokens), np.float32)[:len(chunk)])
             progress.update(len(chunk))
     if not embeddings:

@@ -111,8 +111,9 @@ class Evaluator:
         print(format_table(f'{self.name} ({self.type})', metrics, self._chance), flush=True)
         if self.outdir is not None:
             self.outdir.mkdir(parents=True, exist_ok=True)
-            summary = {'benchmark': self.type, 'name': self.name, 'metrics': metrics,
-                       'chance': self._chance}
+            summary = {'benchmark': self.type, 'name': self.name, 'metrics': metrics}
+            if self._chance:
+                summary['chance'] = self._chance
             write_bytes_atomically(str(self.outdir / 'metrics.json'),
                                    json.dumps(summary, indent=2).encode())
         return metrics

@@ -123,7 +123,11 @@ def analyze(config, devices=None, topology: str | None = None) -> dict:
     setup = make_setup(config, mesh, total_steps)
     state = setup.abstract_state
     device = devices[0]
+    # Per-chip figures; TPU cores listed separately share their chip's HBM and peak.
+    cores = sharding.cores_per_device_chip(devices)
     peak, hbm = peak_flops(device), hbm_bytes(device)
+    peak = peak / cores if peak else None
+    hbm = hbm // cores if hbm else None
     model_flops = model_flops_from_config(config).total
     num_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(
         state.params))
@@ -132,7 +136,7 @@ def analyze(config, devices=None, topology: str | None = None) -> dict:
         'topology': topology, 'num_slices': len({getattr(d, 'slice_index', 0) or 0
                                                  for d in devices}),
         'platform': device.platform, 'device_kind': device.device_kind,
-        'num_devices': len(devices), 'mesh': dict(mesh.shape),
+        'num_devices': len(devices), 'devices_per_chip': cores, 'mesh': dict(mesh.shape),
         'global_batch': config.data.batch_size, 'crop_size': config.data.crop_size,
         'dtype': config.model.dtype, 'remat_policy': config.model.remat_policy,
         'attention': config.model.attention, 'scan_layers': config.model.scan_layers,

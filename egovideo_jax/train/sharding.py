@@ -71,11 +71,21 @@ def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = N
         per_slice = (shape[0] // num_slices, *shape[1:])
         grid = mesh_utils.create_hybrid_device_mesh(per_slice, (num_slices, 1, 1), devices,
                                                     allow_split_physical_axes=True)
-    elif devices[0].platform == 'tpu':
+    elif devices[0].platform == 'tpu' and _one_device_per_chip(devices):
         grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
-    else:
+    else:  # CPUs, GPUs, and TPU cores listed separately (e.g. compile-only v4 topologies)
         grid = np.asarray(devices).reshape(shape)
     return Mesh(grid, MESH_AXES)
+
+
+def cores_per_device_chip(devices: Sequence[jax.Device]) -> int:
+    """How many JAX devices share one chip (and its HBM): 1, except for TPU v4 cores listed
+    one by one rather than as one megacore device per chip."""
+    return 1 + max(getattr(device, 'core_on_chip', 0) or 0 for device in devices)
+
+
+def _one_device_per_chip(devices: Sequence[jax.Device]) -> bool:
+    return cores_per_device_chip(devices) == 1
 
 
 def data_parallel_size(mesh: Mesh) -> int:
