@@ -3,7 +3,7 @@ TPU compiler (libtpu, no TPU needed), one row per variant x stage x global batch
 
     pip install -r requirements-tpu-aot.txt
     python benchmarks/tpu_fit.py                       # the table in benchmarks/README.md
-    python benchmarks/tpu_fit.py --rows b16,joint,2048 --topologies v5p:4x4x2 --num_slices 2
+    python benchmarks/tpu_fit.py --rows b16,joint,2048 --topologies v5e:4x4 --num_slices 2
     # options: --out DIR (one JSON per compile, reused when present: the run resumes),
     #          --timeout S (per compile), --override config.x.y=v (for every row)
 
@@ -28,10 +28,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'benchmarks'))
 from machine_info import machine  # noqa: E402
 
-DEFAULT_ROWS = ('b16,stage1,2048', 'b16,stage2,2048', 'b16,joint,2048',
-                'l14_336,stage1,512', 'l14_336,stage2,512', 'l14_336,joint,512')
-# One slice per TPU generation, sized as a paper-scale run would rent it.
-DEFAULT_TOPOLOGIES = ('v4:4x4x2', 'v5e:8x8', 'v5p:4x4x2', 'v6e:8x8')
+ROWS = ('b16,stage1,2048', 'b16,stage2,2048', 'b16,joint,2048',
+        'l14_336,stage1,512', 'l14_336,stage2,512', 'l14_336,joint,512')
+JOINT_ROWS = ('b16,joint,2048', 'l14_336,joint,512')
+# The table in benchmarks/README.md: (row, topology, slices) cells. Every row on 32 v5p chips,
+# the joint rows (the heaviest stage) on one slice of each other generation as well, and B/16
+# joint once over two slices.
+DEFAULT_CELLS = ([(row, 'v5p:4x4x2', 1) for row in ROWS]
+                 + [(row, topology, 1) for row in JOINT_ROWS
+                    for topology in ('v5e:8x8', 'v4:4x4x2', 'v6e:8x8')]
+                 + [('b16,joint,2048', 'v5p:2x2x2', 2)])
 GIB = 1024 ** 3
 
 
@@ -107,9 +113,9 @@ def table(cells: list[dict]) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--rows', nargs='*', default=list(DEFAULT_ROWS),
-                        help='VARIANT,STAGE,GLOBAL_BATCH entries')
-    parser.add_argument('--topologies', nargs='*', default=list(DEFAULT_TOPOLOGIES))
+    parser.add_argument('--rows', nargs='*', default=None,
+                        help='VARIANT,STAGE,GLOBAL_BATCH entries (default: the README table)')
+    parser.add_argument('--topologies', nargs='*', default=None)
     parser.add_argument('--num_slices', type=int, default=1)
     parser.add_argument('--override', nargs='*', default=[],
                         help='config overrides for every row, e.g. config.model.remat_policy=dots')
@@ -117,13 +123,15 @@ def main(argv=None):
     parser.add_argument('--timeout', type=float, default=1800)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    cells = [(row, topology) for row in args.rows for topology in args.topologies]
-    for index, (row, topology) in enumerate(cells, 1):
-        print(f'[{index}/{len(cells)}] {row} on {topology} x {args.num_slices} ...', flush=True)
-        results[(row, topology)] = compile_cell(row, topology, args.num_slices, args.override,
-                                                args.out, args.timeout)
-        print('   ', cell_text(results[(row, topology)]), flush=True)
+    if args.rows is None and args.topologies is None:
+        cells = DEFAULT_CELLS
+    else:
+        cells = [(row, topology, args.num_slices) for row in args.rows or ROWS
+                 for topology in args.topologies or ('v5p:4x4x2',)]
+    for index, (row, topology, slices) in enumerate(cells, 1):
+        print(f'[{index}/{len(cells)}] {row} on {topology} x {slices} ...', flush=True)
+        result = compile_cell(row, topology, slices, args.override, args.out, args.timeout)
+        print('   ', cell_text(result), flush=True)
     every = [json.loads(path.read_text()) for path in sorted(args.out.glob('*__*.json'))]
     text = table([cell for cell in every if 'row' in cell])
     print(text)
