@@ -103,6 +103,19 @@ def test_splash_matches_xla_f32(length, head_dim, causal):
         assert _max_diff(a, b) <= 1e-4, name
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('length', [785, 2305, 3137, 9217])
+def test_splash_matches_xla_at_the_model_lengths(length):
+    """The video towers' sequence lengths (B/16 4 and 16 frames, L/14-336 4 and 16), padded
+    to their block multiples, in interpret mode: one example, one head."""
+    q, k, v = _qkv((1, length, 1, 64))
+    out_xla, grads_xla = _output_and_grads(_xla, q, k, v, False)
+    out_splash, grads_splash = _output_and_grads(_splash, q, k, v, False)
+    assert _max_diff(out_xla, out_splash) <= 1e-5
+    for name, a, b in zip('qkv', grads_xla, grads_splash):
+        assert _max_diff(a, b) <= 1e-4, name
+
+
 @pytest.mark.parametrize('length,causal', [(77, True), (300, False)])
 def test_splash_matches_xla_bf16(length, causal):
     """bf16 inputs; both paths are compared with f32 attention of the same (rounded) inputs:
