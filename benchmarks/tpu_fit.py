@@ -76,8 +76,9 @@ def cell_text(result: dict) -> str:
     if result.get('bytes_per_device') is None:
         reason = 'out of HBM' if result.get('fits') is False else result.get('error', '?')
         return f'does not fit ({reason[:60]})'
-    gib = result['bytes_per_device']['total'] / GIB
-    text = f"{gib:.1f} GiB, {'fits' if result['fits'] else 'DOES NOT FIT'}"
+    total = result['bytes_per_device']['total']
+    text = (f"{total / GIB:.1f} GiB ({total / result['hbm_bytes_per_device']:.0%}), "
+            f"{'fits' if result['fits'] else 'DOES NOT FIT'}")
     if (result.get('compiler_step_seconds') or 0) > 0:
         text += f", {result['compiler_step_seconds']:.3f} s"
         text += f" ({result['compiler_mfu']:.0%})" if result.get('compiler_mfu') else ''
