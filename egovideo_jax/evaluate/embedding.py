@@ -19,7 +19,7 @@ from egovideo_jax.model.config import EgoVideoConfig
 from egovideo_jax.model.egovideo import EgoVideo
 from egovideo_jax.model.layout import is_scanned, unstack_layers
 from egovideo_jax.model.tokenizer import tokenize
-from egovideo_jax.train.sharding import batch_sharding, data_parallel_size
+from egovideo_jax.train.sharding import data_parallel_size
 
 Item = TypeVar('Item')
 
@@ -101,16 +101,16 @@ def embed_videos(model: EgoVideoModel, items: Sequence[Item],
                          'processes')
     local_size = batch_size // processes
     batches = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
-    # This process's rows of every batch; a short last batch is padded with its first clip
-    # (computed, then dropped).
-    mine = [chunk[row] if row < len(chunk) else chunk[0] for chunk in batches
+    # This process's rows of every batch; None pads a short last batch.
+    mine = [chunk[row] if row < len(chunk) else None for chunk in batches
             for row in range(rank * local_size, (rank + 1) * local_size)]
-    loaded = _prefetched(load, mine, num_workers, window=local_size + 2 * num_workers)
+    loaded = _prefetched(lambda item: None if item is None else load(item), mine, num_workers,
+                         window=local_size + 2 * num_workers)
     embeddings = []
     with tqdm(total=len(items), desc=desc, unit='clip', smoothing=0.1) as progress:
         for chunk in batches:
-            clips = list(itertools.islice(loaded, local_size))
-            branches = [_on_mesh(np.stack(branch), mesh, processes) for branch in zip(*clips)]
+            clips = _zero_padded(list(itertools.islice(loaded, local_size)), load, chunk[0])
+            branches = [_on_mesh(np.stack(branch), mesh) for branch in zip(*clips)]
             out = _to_host(model.encode_video_array(*branches))
             embeddings.append(np.asarray(out, np.float32)[:len(chunk)])
             progress.update(len(chunk))
@@ -119,14 +119,20 @@ def embed_videos(model: EgoVideoModel, items: Sequence[Item],
     return np.concatenate(embeddings)
 
 
-def _on_mesh(local: np.ndarray, mesh: Mesh | None, processes: int):
+def _zero_padded(clips: list, load: Callable, first: Item) -> list:
+    """Padding rows (None) as zeros shaped like a real clip: computed, then dropped. A
+    process whose rows of the last batch are all padding decodes `first` for the shapes."""
+    template = next((clip for clip in clips if clip is not None), None)
+    if template is None:
+        template = load(first)
+    return [clip if clip is not None else [np.zeros_like(branch) for branch in template]
+            for clip in clips]
+
+
+def _on_mesh(local: np.ndarray, mesh: Mesh | None):
     """This process's rows of a batch as the batch-sharded global array (as is without a
     mesh)."""
-    if mesh is None:
-        return local
-    if processes == 1:
-        return jax.device_put(local, batch_sharding(mesh))
-    return global_batch({'rows': local}, mesh)['rows']
+    return local if mesh is None else global_batch({'rows': local}, mesh)['rows']
 
 
 def _to_host(array: jax.Array) -> np.ndarray:

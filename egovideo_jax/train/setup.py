@@ -55,7 +55,7 @@ class TrainSetup:
 
     def create_state(self, seed: int, initial_params=None) -> TrainState:
         state, _ = create_train_state(self.module, self.model_config, self.tx, self.mesh,
-                                      seed, initial_params)
+                                      seed, initial_params, self.state_shardings)
         return state
 
 

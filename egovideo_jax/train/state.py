@@ -78,12 +78,14 @@ def abstract_train_state(module: EgoVideo, config: EgoVideoConfig,
 
 
 def create_train_state(module: EgoVideo, config: EgoVideoConfig, tx: optax.GradientTransformation,
-                       mesh: Mesh, seed: int, initial_params=None
-                       ) -> tuple[TrainState, TrainState]:
+                       mesh: Mesh, seed: int, initial_params=None,
+                       shardings: TrainState | None = None) -> tuple[TrainState, TrainState]:
     """(state, state shardings). Parameters are initialised on their devices (never
     gathered on one host); `initial_params` (host arrays, e.g. converted weights) replace the
-    random values where given."""
-    shardings = train_state_shardings(module, config, tx, mesh)
+    random values where given. `shardings`: `train_state_shardings(...)` when the caller has
+    them already (each derivation traces the model)."""
+    if shardings is None:
+        shardings = train_state_shardings(module, config, tx, mesh)
 
     def init(rng):
         return nn.unbox(module.init(rng, *dummy_inputs(config))['params'])
