@@ -7,6 +7,8 @@
 Every config field can be overridden with --config.a.b=value. Re-running the same command
 resumes from the newest checkpoint in the workdir.
 """
+from pathlib import Path
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -21,12 +23,15 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     logging.set_verbosity(logging.WARNING)  # Orbax reports every file it writes at INFO
     import jax
+    from egovideo_jax.demo.build import prepare_demo_data
     from egovideo_jax.train.config_checks import validate
     from egovideo_jax.train.trainer import maybe_initialize_distributed, train
     maybe_initialize_distributed()  # before anything asks JAX about devices
     config = _CONFIG.value
     validate(config, num_devices=jax.device_count(), process_count=jax.process_count(),
              backend=jax.default_backend())
+    if jax.process_index() == 0:
+        prepare_demo_data(config, Path(_WORKDIR.value))  # when data.build_demo asks for it
     train(config, _WORKDIR.value)
 
 

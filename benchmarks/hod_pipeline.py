@@ -4,11 +4,11 @@
     python benchmarks/hod_pipeline.py --quick --out /tmp/hod_pipeline.json   # 6 clips (the test)
 
 Renders `--clips` clips of the embedded procedural demo source once
-(`egovideo_jax.hod.demo_source.write_demo_source`, split `train`: 3 s, 15 fps, `--size` px
+(`egovideo_jax.demo.source.write_demo_source`, split `train`: 3 s, 15 fps, `--size` px
 mp4 videos and EPIC-format detection pickles), timed on its own (`render`). With
 `--source-dir` the source is kept there and reused by later runs with the same arguments.
 
-Then times `egovideo_jax.hod.pipeline.run_pipeline` on it exactly as `build_demo_dataset`
+Then times `egovideo_jax.hod.pipeline.run_pipeline` on it exactly as `demo.build.build_demo_dataset`
 calls it (`epic` detections, `NarratorSpec('rules')`, every source frame stored, short side
 `--size`), once per `--workers` value (frames to tracks on that many spawned processes; the
 worker start-up is part of the run), each `--repeats` times into a fresh output directory (no
@@ -82,7 +82,7 @@ def directory_bytes(path: Path) -> int:
 def render_source(source_dir: Path, args) -> dict:
     """Renders the demo source into `source_dir` (or reuses a complete one rendered with the
     same arguments); returns the timing and the source's description."""
-    from egovideo_jax.hod import demo_source
+    from egovideo_jax.demo import source as demo_source
     arguments = {'version': SOURCE_VERSION, 'clips': args.clips, 'seed': args.seed,
                  'size': args.size, 'split': 'train'}
     marker = source_dir / SOURCE_MARKER

@@ -17,7 +17,7 @@ Then measures training examples (slow/fast: 4 + 16 frames, random resized crop +
     process as the reference does: train-sampled frame indices over the whole video, one
     PyAV decode pass, random resized crop + flip per branch, normalise, tokenise; MB/s counts
     the mp4 files.
-  * `mp4 load_clips`: `egovideo_jax.input.video.load_clips` (eval sampling, short-side resize
+  * `mp4 load_clips`: `egovideo_jax.media.video.load_clips` (eval sampling, short-side resize
     + centre crop), for reference.
 Each setting runs `--seconds` (or until `--max-clips`). Prints a table and writes JSON to
 `--out` with the machine, the dataset and every setting.
@@ -275,7 +275,10 @@ def mp4_train_example(path: str, text: str, rng: np.random.Generator, crop: int,
     """What a training example costs when cut straight from the mp4 (the reference's way):
     train-sampled indices over the whole video, one decode pass, a random resized crop per
     branch, one flip, normalisation, tokens."""
-    from egovideo_jax.input import augment, sampling, transforms, video
+    from egovideo_jax.input import augment
+    from egovideo_jax.media import sampling
+    from egovideo_jax.media import transforms
+    from egovideo_jax.media import video
     num_frames, _ = video.video_info(path)
     branches = {'slow': sampling.sample_train(0, num_frames, NUM_FRAMES, rng),
                 'fast': sampling.sample_train(0, num_frames, FAST_FRAMES, rng)}
@@ -292,7 +295,7 @@ def mp4_train_example(path: str, text: str, rng: np.random.Generator, crop: int,
 
 
 def bench_mp4(videos: list[str], texts: dict, mode: str, args, sizes: dict) -> dict:
-    from egovideo_jax.input import video
+    from egovideo_jax.media import video
     from egovideo_jax.model.tokenizer import get_tokenizer
     tokenizer = get_tokenizer('clip')
     crop = sizes['crop']
@@ -321,7 +324,7 @@ def bench_mp4(videos: list[str], texts: dict, mode: str, args, sizes: dict) -> d
         step += 1
     return meter.result(name=f'mp4 {mode}', source='mp4',
                         path=('PyAV decode + train sampling/augmentation' if mode == 'train'
-                              else 'egovideo_jax.input.video.load_clips (eval)'),
+                              else 'egovideo_jax.media.video.load_clips (eval)'),
                         worker_count=None, read_threads=None, warmup_s=round(warmup_s, 2))
 
 

@@ -22,7 +22,7 @@ For every model variant, in joint slow/fast co-training (4 slow + 16 fast frames
   `egovideo_jax.train.metrics.peak_flops` knows the device (not for CPUs);
   `compiled_flops_*` is `compiled.cost_analysis()` of the timed executable, for reference
   (with `scan_layers` XLA counts the layer loop once, ~11x too low for B/16).
-- PyTorch: the same step on the independent reference model `tests/torch_reference.py`
+- PyTorch: the same step on the independent reference model `tests/helpers/torch_reference.py`
   (`RefEgoVideo(cfg, 'slowfast')`), float32, same batch and inputs: forward of the slow/fast
   video embedding and `encode_text`, symmetric InfoNCE with the logit scale, backward,
   `torch.optim.AdamW(lr=4e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)`. It mirrors
@@ -53,7 +53,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / 'benchmarks' / 'results' / 'train_step.json'
-# Our variant name -> RefConfig constructor name in tests/torch_reference.py.
+# Our variant name -> RefConfig constructor name in tests/helpers/torch_reference.py.
 REF_CONFIGS = {'tiny': 'tiny', 'B/16': 'b16', 'L/14-336': 'l14_336'}
 TORCH_LR, TORCH_BETAS, TORCH_EPS, TORCH_WEIGHT_DECAY = 4e-5, (0.9, 0.999), 1e-8, 0.01
 SLOW_FRAMES, FAST_FRAMES = 4, 16
@@ -262,8 +262,8 @@ def variant_config(variant: str, batch: int, args, **model_overrides):
 def bench_jax(variant: str, batch: int, inputs: dict, args) -> dict:
     import jax
 
-    from egovideo_jax.input.batching import global_batch
-    from egovideo_jax.train import sharding
+    from egovideo_jax.parallel.batching import global_batch
+    from egovideo_jax.parallel import sharding
     from egovideo_jax.train.flops import model_flops_from_config
     from egovideo_jax.train.metrics import compiled_flops, peak_flops
     from egovideo_jax.train.setup import make_setup
@@ -367,8 +367,8 @@ def bench_torch(variant: str, batch: int, inputs: dict, args) -> dict:
     import torch.nn.functional as F
     from torch.func import functional_call
 
-    sys.path.insert(0, str(ROOT / 'tests'))
-    from torch_reference import RefConfig, RefEgoVideo
+    sys.path.insert(0, str(ROOT))  # the reference lives in the test helpers
+    from tests.helpers.torch_reference import RefConfig, RefEgoVideo
 
     torch.set_num_threads(args.torch_threads or os.cpu_count())
     device = torch_device()
@@ -499,7 +499,7 @@ def main(argv=None) -> dict:
     import jax
     if args.dtype is None:
         args.dtype = jax_dtype_default()
-    from egovideo_jax.train import sharding
+    from egovideo_jax.parallel import sharding
     data_parallel = sharding.data_parallel_size(sharding.make_mesh(load_cotrain_config().mesh))
     batch = -(-args.batch // data_parallel) * data_parallel
     if batch != args.batch:

@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f'error: output directory does not exist: {out_dir}')
 
     from egovideo_jax.api import load  # lazy: JAX start-up is not needed for --help or errors
-    from egovideo_jax.input.video import load_clips
+    from egovideo_jax.media.video import load_clips
 
     if args.checkpoint is None:
         print('warning: no --checkpoint given; the model is randomly initialised and its '

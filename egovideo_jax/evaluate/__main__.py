@@ -31,7 +31,7 @@ def main(argv):
     import jax
     from egovideo_jax.api import load
     from egovideo_jax.evaluate.registry import build_evaluators
-    from egovideo_jax.train import sharding
+    from egovideo_jax.parallel import sharding
 
     try:
         mesh = sharding.make_mesh(config.mesh)

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
-from egovideo_jax.evaluate.frames import preprocess, read_frames_seeking
+from egovideo_jax.media.frames import preprocess, read_frames_seeking
 from egovideo_jax.evaluate.metrics import MCQ_TYPES, mcq_accuracy
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
-from egovideo_jax.input.sampling import sample_eval
-from egovideo_jax.input.video import video_info
+from egovideo_jax.media.sampling import sample_eval
+from egovideo_jax.media.video import video_info
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +165,8 @@ class EgoMCQ(Evaluator):
         return ChunkedStore(self.path('root'), self.config.chunk_seconds, self.config.fps)
 
     def evaluate(self, model, annotations: Annotations) -> dict[str, float]:
+        # JAX loads when a model is evaluated: configs read DEFAULTS without it.
+        from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
         config = self.config
         store = self.store()
         counts = frame_counts(model.config, config.num_frames)

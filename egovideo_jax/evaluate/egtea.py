@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
-from egovideo_jax.evaluate.frames import read_clips
+from egovideo_jax.media.frames import read_clips
 from egovideo_jax.evaluate.metrics import mean_class_accuracy, topk_accuracy
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
-from egovideo_jax.input.video import video_info
+from egovideo_jax.media.video import video_info
 
 
 @dataclasses.dataclass
@@ -90,6 +89,8 @@ class EGTEA(Evaluator):
         return Annotations(class_texts, videos, sources, np.asarray(labels, np.int64))
 
     def evaluate(self, model, annotations: Annotations) -> dict[str, float]:
+        # JAX loads when a model is evaluated: configs read DEFAULTS without it.
+        from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
         config = self.config
         counts = frame_counts(model.config, config.num_frames)
         size = model.config.vision.image_size

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from egovideo_jax.evaluate import epic
-from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
 from egovideo_jax.evaluate.metrics import (marginalize, mean_class_accuracy, softmax,
                                            topk_accuracy)
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
@@ -76,6 +75,8 @@ class EK100CLS(Evaluator):
                            np.asarray(labels, np.int64))
 
     def evaluate(self, model, annotations: Annotations) -> dict[str, float]:
+        # JAX loads when a model is evaluated: configs read DEFAULTS without it.
+        from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
         config = self.config
         texts = [text for class_texts in annotations.class_texts for text in class_texts]
         text_class = np.repeat(np.arange(len(annotations.class_texts)),

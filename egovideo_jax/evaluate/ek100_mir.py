@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from egovideo_jax.evaluate import epic
-from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
-from egovideo_jax.evaluate.frames import read_frames_seeking
+from egovideo_jax.media.frames import read_frames_seeking
 from egovideo_jax.evaluate.metrics import mir_metrics
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
 from egovideo_jax.evaluate.retrieval_plot import STRIP_FRAMES, frame_strip, plot_retrievals
-from egovideo_jax.evaluate.safe_pickle import load_array
+from egovideo_jax.io.csv_rows import read_csv_rows
+from egovideo_jax.io.safe_pickle import load_array
 
 
 @dataclasses.dataclass
@@ -36,7 +36,7 @@ def read_sentence_columns(path: Path, clips: list[epic.EpicClip], clips_csv: Pat
     for index, clip in enumerate(clips):
         first_clip.setdefault(clip.narration_id, index)
     columns = []
-    for source, row in epic.read_csv_rows(path, ['narration_id']):
+    for source, row in read_csv_rows(path, ['narration_id']):
         if row['narration_id'] not in first_clip:
             raise ValueError(f'{source}: narration_id {row["narration_id"]!r} is not a clip '
                              f'of {clips_csv}')
@@ -63,6 +63,8 @@ class EK100MIR(Evaluator):
         return Annotations(clips, epic.find_videos(root, clips), columns, relevancy)
 
     def evaluate(self, model, annotations: Annotations) -> dict[str, float]:
+        # JAX loads when a model is evaluated: configs read DEFAULTS without it.
+        from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
         config = self.config
         loader = epic.ClipLoader(frame_counts(model.config, config.num_frames),
                                  model.config.vision.image_size)

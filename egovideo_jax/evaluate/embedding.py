@@ -13,31 +13,31 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from egovideo_jax.api import EgoVideoModel
-from egovideo_jax.input.batching import global_batch
+from egovideo_jax.parallel.batching import global_batch
 from egovideo_jax.model.config import EgoVideoConfig
 from egovideo_jax.model.egovideo import EgoVideo
+from egovideo_jax.model.encoder import Encoder
 from egovideo_jax.model.layout import is_scanned, unstack_layers
 from egovideo_jax.model.tokenizer import tokenize
-from egovideo_jax.train.sharding import data_parallel_size
+from egovideo_jax.parallel.sharding import data_parallel_size
 
 Item = TypeVar('Item')
 
 
 def as_model(model_or_params: Any, model_config: EgoVideoConfig | None = None,
-             module: EgoVideo | None = None) -> EgoVideoModel:
-    """An `EgoVideoModel` as is, or `params` (either layer layout, e.g. a train state's,
+             module: EgoVideo | None = None) -> Encoder:
+    """An `Encoder` (e.g. an `egovideo_jax.load` model) as is, or `params` (either layer layout, e.g. a train state's,
     possibly sharded) bound to `model_config`; with `module` (the trainer's), the params stay
     in its layout and run through it (its attention implementation, scan, dtype)."""
     if module is not None:
-        return EgoVideoModel(module.config, model_or_params, module=module)
+        return Encoder(module.config, model_or_params, module=module)
     if model_config is None:
-        if not isinstance(model_or_params, EgoVideoModel):
+        if not isinstance(model_or_params, Encoder):
             raise TypeError('evaluators take an EgoVideoModel, or params together with their '
                             f'EgoVideoConfig; got {type(model_or_params).__name__} alone')
         return model_or_params
     params = model_or_params
-    return EgoVideoModel(model_config, unstack_layers(params) if is_scanned(params) else params)
+    return Encoder(model_config, unstack_layers(params) if is_scanned(params) else params)
 
 
 def frame_counts(config: EgoVideoConfig, num_frames: int) -> tuple[int, ...]:
@@ -84,7 +84,7 @@ def _prefetched(load: Callable[[Item], Any], items: Sequence[Item], num_workers:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def embed_videos(model: EgoVideoModel, items: Sequence[Item],
+def embed_videos(model: Encoder, items: Sequence[Item],
                  load: Callable[[Item], Sequence[np.ndarray]], batch_size: int,
                  num_workers: int = 4, mesh: Mesh | None = None,
                  desc: str = 'videos') -> np.ndarray:
@@ -143,7 +143,7 @@ def _to_host(array: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
-def embed_texts(model: EgoVideoModel, texts: Sequence[str], batch_size: int,
+def embed_texts(model: Encoder, texts: Sequence[str], batch_size: int,
                 desc: str = 'texts') -> np.ndarray:
     """float32 `[len(texts), embed]`: CLIP-tokenised (truncated to the context length).
     Runs unsharded: the text tower is small next to the video tower."""

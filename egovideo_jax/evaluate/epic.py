@@ -9,22 +9,20 @@ eval-sampled from that range.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from egovideo_jax.evaluate.frames import read_clips
-from egovideo_jax.input.sampling import sample_eval
-from egovideo_jax.input.video import video_info
+from egovideo_jax.media.frames import read_clips
+from egovideo_jax.media.sampling import sample_eval
+from egovideo_jax.io.csv_rows import parse_timestamp, read_csv_rows
+from egovideo_jax.media.video import video_info
 
 EPIC_COLUMNS = ('narration_id', 'participant_id', 'video_id', 'narration_timestamp',
                 'start_timestamp', 'stop_timestamp', 'start_frame', 'stop_frame', 'narration',
                 'verb', 'verb_class', 'noun', 'noun_class', 'all_nouns', 'all_noun_classes')
-_TIMESTAMP = re.compile(r'(\d+):(\d{2}):(\d{2}(?:\.\d*)?)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,37 +41,6 @@ class EpicClip:
     def action(self) -> str:
         """The EK-100 action class name, `"{verb_class}:{noun_class}"`."""
         return f'{self.verb_class}:{self.noun_class}'
-
-
-def read_csv_rows(path: str | Path, columns: Sequence[str]
-                  ) -> Iterator[tuple[str, dict[str, str]]]:
-    """`(source, {column: value})` per data row; `source` is 'FILE, line N'. The header must
-    hold `columns` (others are ignored); rows must have as many fields as the header."""
-    with open(path, newline='', encoding='utf-8') as file:
-        reader = csv.reader(file)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f'{path}: empty file; expected a header with {list(columns)}')
-        missing = [column for column in columns if column not in header]
-        if missing:
-            raise ValueError(f'{path}, line 1: header lacks columns {missing}; expected '
-                             f'{list(columns)}')
-        for row in reader:
-            source = f'{path}, line {reader.line_num}'
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise ValueError(f'{source}: {len(row)} fields, the header has {len(header)}')
-            yield source, dict(zip(header, row))
-
-
-def parse_timestamp(text: str) -> float:
-    """`HH:MM:SS.ff` -> seconds."""
-    match = _TIMESTAMP.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f'timestamp {text!r} is not HH:MM:SS.ff')
-    hours, minutes, seconds = match.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def read_epic_csv(path: str | Path) -> list[EpicClip]:

@@ -31,18 +31,34 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import ml_collections
-from jax.sharding import Mesh
+import importlib
+from typing import TYPE_CHECKING
 
-from egovideo_jax.evaluate.embedding import as_model
-from egovideo_jax.model.config import EgoVideoConfig
-from egovideo_jax.records.atomic import write_bytes_atomically
+import ml_collections
+
+from egovideo_jax.io.atomic import write_bytes_atomically
+
+if TYPE_CHECKING:
+    from jax.sharding import Mesh
+
+    from egovideo_jax.model.config import EgoVideoConfig
 
 # Fields every evaluator has. num_frames: frames per clip for single-branch models (slow/fast
 # models always take their own 4 + 16); num_workers: clip-decoding threads; every_steps: how
-# often a training loop runs it (0: never).
+# often a training loop runs it (0: only at the end of training; the trainer always runs
+# every evaluator after the last step).
 COMMON_DEFAULTS = dict(batch_size=16, num_workers=4, num_frames=16, every_steps=0)
 
+# Evaluator type -> the module that implements (and registers) it. Imported on first use, so
+# configs read an evaluator's fields without importing JAX, and a benchmark module may live
+# in a package above this one (the demo's).
+EVALUATOR_MODULES = {
+    'ek100_mir': 'egovideo_jax.evaluate.ek100_mir',
+    'ek100_cls': 'egovideo_jax.evaluate.ek100_cls',
+    'egtea': 'egovideo_jax.evaluate.egtea',
+    'egomcq': 'egovideo_jax.evaluate.egomcq',
+    'demo_retrieval': 'egovideo_jax.demo.evaluator',
+}
 EVALUATORS: dict[str, type[Evaluator]] = {}
 
 
@@ -55,6 +71,16 @@ def register(name: str):
         EVALUATORS[name] = cls
         return cls
     return decorate
+
+
+def evaluator_class(evaluator_type: str, key: str = 'evaluator type') -> type[Evaluator]:
+    """The class registered as `evaluator_type`, importing its module on first use."""
+    if evaluator_type not in EVALUATORS:
+        if evaluator_type not in EVALUATOR_MODULES:
+            raise ValueError(f'{key}: unknown evaluator type {evaluator_type!r}; choose from '
+                             f'{sorted(EVALUATOR_MODULES)}')
+        importlib.import_module(EVALUATOR_MODULES[evaluator_type])  # registers itself
+    return EVALUATORS[evaluator_type]
 
 
 def percent(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -103,6 +129,7 @@ class Evaluator:
             module=None) -> dict[str, float]:
         """Evaluates an `EgoVideoModel`, or params with their config, or params with the
         Flax `module` they belong to (the trainer passes its own)."""
+        from egovideo_jax.evaluate.embedding import as_model  # JAX loads with a model
         model = as_model(model_or_params, model_config, module)
         annotations = self.prepare()
         metrics = self.evaluate(model, annotations)
@@ -143,11 +170,8 @@ def format_table(title: str, metrics: Mapping[str, float],
 
 def default_config(evaluator_type: str) -> ml_collections.ConfigDict:
     """Every field of an evaluator type with its default (paths empty)."""
-    if evaluator_type not in EVALUATORS:
-        raise ValueError(f'unknown evaluator type {evaluator_type!r}; choose from '
-                         f'{sorted(EVALUATORS)}')
-    return ml_collections.ConfigDict(
-        {'type': evaluator_type, **COMMON_DEFAULTS, **EVALUATORS[evaluator_type].DEFAULTS})
+    defaults = evaluator_class(evaluator_type).DEFAULTS
+    return ml_collections.ConfigDict({'type': evaluator_type, **COMMON_DEFAULTS, **defaults})
 
 
 def build_evaluators(evals: Mapping[str, Any], workdir: str | os.PathLike | None = None,
@@ -160,10 +184,9 @@ def build_evaluators(evals: Mapping[str, Any], workdir: str | os.PathLike | None
         key = f'{config_key}.{name}'
         evaluator_type = section.get('type')
         if not evaluator_type:
-            raise ValueError(f'{key}.type is not set; choose from {sorted(EVALUATORS)}')
-        if evaluator_type not in EVALUATORS:
-            raise ValueError(f'{key}.type: unknown evaluator type {evaluator_type!r}; choose '
-                             f'from {sorted(EVALUATORS)}')
+            raise ValueError(f'{key}.type is not set; choose from '
+                             f'{sorted(EVALUATOR_MODULES)}')
+        cls = evaluator_class(evaluator_type, f'{key}.type')
         config = default_config(evaluator_type)
         for field, value in section.items():
             if field not in config:
@@ -173,10 +196,6 @@ def build_evaluators(evals: Mapping[str, Any], workdir: str | os.PathLike | None
         for field in ('batch_size', 'num_frames'):
             if config[field] < 1:
                 raise ValueError(f'{key}.{field} must be >= 1, got {config[field]}')
-        evaluators[name] = EVALUATORS[evaluator_type](config, name, workdir, mesh, key)
+        evaluators[name] = cls(config, name, workdir, mesh, key)
     return evaluators
 
-
-# The benchmark modules register themselves on import (they import this module first).
-from egovideo_jax.evaluate import (demo_retrieval, egomcq, egtea, ek100_cls,  # noqa: E402,F401
-                                   ek100_mir)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from egovideo_jax.input.transforms import resize_short_side_center_crop
+from egovideo_jax.media.transforms import resize_short_side_center_crop
 
 STRIP_FRAMES, STRIP_SIZE, TOP_K = 4, 96, 5
 RELEVANT, NOT_RELEVANT = '#1a7f37', '#c62828'

@@ -147,13 +147,14 @@ def run(config) -> tuple[list, str]:
     producer = {'command': 'python -m egovideo_jax.hod', 'argv': sys.argv[1:],
                 'config': config.to_dict()}
     if config.build_demo:
+        from egovideo_jax.demo import build
         demo = config.demo
-        paths = pipeline.build_demo_dataset(
+        paths = build.build_demo_dataset(
             config.output_dir, demo.train_clips, demo.heldout_clips, demo.seed, size=demo.size,
             workers=config.workers, records_per_shard=config.records_per_shard,
             progress=config.progress, num_objects=demo.num_objects)
         reports = [report.read_report(os.path.dirname(paths[f'{split}_report']))
-                   for split in pipeline.DEMO_SPLITS]
+                   for split in build.DEMO_SPLITS]
         records_dir = paths['train']
     else:
         options, narrator = pipeline_options(config), narrator_spec(config.narrator)

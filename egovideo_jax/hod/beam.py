@@ -35,7 +35,7 @@ from egovideo_jax.hod import pipeline
 from egovideo_jax.hod.cache import FinishedClip, NarrationCache
 from egovideo_jax.hod.report import RunReport, Skip, narrator_counts, stage_counts, write_report
 from egovideo_jax.records import schema, tfrecord
-from egovideo_jax.records.atomic import write_bytes_atomically
+from egovideo_jax.io.atomic import write_bytes_atomically
 from egovideo_jax.records.dataset import MANIFEST_NAME, DatasetWriter, shard_file_name
 
 SKIPPED = 'skipped'

@@ -30,7 +30,7 @@ from pathlib import Path
 from egovideo_jax.hod.detections import FrameDetections, frame_to_dict
 from egovideo_jax.hod.prompt import PROMPT_VERSION
 from egovideo_jax.records import tfrecord
-from egovideo_jax.records.atomic import write_bytes_atomically
+from egovideo_jax.io.atomic import write_bytes_atomically
 
 CACHE_FORMAT = 1
 

@@ -1,5 +1,5 @@
 """The HOD narration pipeline: its stages as plain functions, the in-process runner, the
-outputs, and the embedded demo dataset built with it.
+and the outputs.
 
 Stages (`beam.py` runs the same functions as an Apache Beam pipeline):
     clips       `read_clip_specs(csv)`: rows `video_id,start_second,end_second,text[,dataset]`
@@ -33,9 +33,6 @@ names the clip, the stage and the reason; the other clips are not affected.
     cache/                the narration cache (unless `cache_dir` points elsewhere)
 A killed run restarted with the same arguments skips its finished clips and writes the
 outputs from the store (records swapped in whole), so every clip appears exactly once.
-
-`build_demo_dataset(output_dir, train_clips, heldout_clips, seed)` renders the procedural
-demo source (`demo_source.py`) and runs this pipeline on it (`epic` detections, `rules`).
 """
 from __future__ import annotations
 
@@ -56,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import tqdm
 
-from egovideo_jax.evaluate.epic import parse_timestamp
+from egovideo_jax.io.csv_rows import parse_timestamp
 from egovideo_jax.hod import detections as detections_lib
 from egovideo_jax.hod.cache import (CachedNarration, FinishedClip, FinishedClipStore,
                                     NarrationCache, narration_key)
@@ -69,7 +66,7 @@ from egovideo_jax.hod.report import (RunReport, Skip, narrator_counts, stage_cou
                                      write_report)
 from egovideo_jax.hod.tracks import Tracks, build_tracks
 from egovideo_jax.records import convert_csv, schema, video_clips
-from egovideo_jax.records.atomic import fsync_directory, write_bytes_atomically
+from egovideo_jax.io.atomic import fsync_directory, write_bytes_atomically
 from egovideo_jax.records.dataset import DatasetWriter
 from egovideo_jax.records.tfrecord import RecordError
 
@@ -676,77 +673,3 @@ def _init_worker(options: PipelineOptions) -> None:
 
 def _prepare_in_worker(spec: ClipSpec) -> PreparedClip | Skip:
     return prepare_or_skip(spec, _WORKER_STATE['options'], _WORKER_STATE['detect'])
-
-
-# ----------------------------------------------------------------------------- demo dataset
-
-DEMO_MANIFEST = 'demo_manifest.json'
-DEMO_SPLITS = ('train', 'heldout')
-
-
-def build_demo_dataset(output_dir: str | os.PathLike, train_clips: int = 600,
-                       heldout_clips: int = 200, seed: int = 0, *, size: int = 144,
-                       workers: int = 1, records_per_shard: int = 256,
-                       progress: bool = True, num_objects: int = 0) -> dict[str, str]:
-    """The embedded demo dataset: renders the procedural source for both splits (objects from
-    `synthetic.demo_objects(num_objects)`, 0: all 30) under
-    `output_dir/source/{split}`, then runs this pipeline on it (`epic` detections, `rules`
-    narrator) into `output_dir/{split}`. Every source frame is stored (45 at 15 fps over 3 s),
-    so the trainer samples from the rendered frames themselves.
-
-    Returns paths: `train` / `heldout` (record directories), `{split}_csv`, `{split}_report`,
-    `{split}_actions` (labels of the fast-motion evaluation), `manifest`. Idempotent: when
-    `output_dir/demo_manifest.json` exists for the same arguments it returns its paths at
-    once (ValueError when it was built with other ones); an interrupted build resumes.
-    """
-    output_dir = Path(output_dir)
-    arguments = {'train_clips': train_clips, 'heldout_clips': heldout_clips, 'seed': seed,
-                 'size': size, 'num_objects': num_objects}
-    manifest_path = output_dir / DEMO_MANIFEST
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text(encoding='utf-8'))
-        if manifest['arguments'] != arguments:
-            raise ValueError(f'{output_dir} holds a demo dataset built with {manifest["arguments"]}'
-                             f', not {arguments}; choose another directory or delete it')
-        return manifest['paths']
-    paths = {}
-    for split, num_clips in zip(DEMO_SPLITS, (train_clips, heldout_clips)):
-        source_dir = output_dir / 'source' / split
-        num_frames = _render_demo_source(source_dir, num_clips, seed, split, size, workers,
-                                         num_objects)
-        options = PipelineOptions(
-            video_root=os.fspath(source_dir / 'videos'), detection_source='epic',
-            detection_root=os.fspath(source_dir / 'detections'), frames_per_clip=num_frames,
-            short_side=size)
-        report = run_pipeline(source_dir / 'narrations.csv', output_dir / split, options,
-                              NarratorSpec('rules'), records_per_shard=records_per_shard,
-                              workers=workers, progress=progress,
-                              producer={'command': 'egovideo_jax.hod build_demo_dataset',
-                                        'split': split, **arguments})
-        paths.update({split: report.outputs['records'], f'{split}_csv': report.outputs['csv'],
-                      f'{split}_report': report.outputs['report'],
-                      f'{split}_actions': os.fspath(source_dir / 'actions.csv')})
-    paths['manifest'] = os.fspath(manifest_path)
-    write_bytes_atomically(os.fspath(manifest_path), json.dumps(
-        {'arguments': arguments, 'paths': paths}, indent=2).encode())
-    return paths
-
-
-def _render_demo_source(source_dir: Path, num_clips: int, seed: int, split: str, size: int,
-                        workers: int, num_objects: int) -> int:
-    """Renders a split (layout of `demo_source`) unless a complete one is there; returns the
-    frames per video. A marker written after the source says it is complete."""
-    from egovideo_jax.hod import demo_source
-
-    marker = source_dir / '.complete.json'
-    arguments = {'num_clips': num_clips, 'seed': seed, 'split': split, 'size': size,
-                 'num_objects': num_objects}
-    if marker.exists():
-        done = json.loads(marker.read_text(encoding='utf-8'))
-        if done['arguments'] == arguments:
-            return done['num_frames']
-    info = demo_source.write_demo_source(source_dir, num_clips, seed, split, size=size,
-                                         workers=workers, num_objects=num_objects)
-    write_bytes_atomically(os.fspath(marker), json.dumps(
-        {'arguments': arguments, 'num_frames': info.num_frames}).encode())
-    return info.num_frames

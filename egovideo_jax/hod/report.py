@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterable
 
-from egovideo_jax.records.atomic import write_bytes_atomically
+from egovideo_jax.io.atomic import write_bytes_atomically
 
 STAGES = ('clips', 'frames', 'detections', 'tracks', 'narration', 'records')
 REPORT_NAME = 'report.json'

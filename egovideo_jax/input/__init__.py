@@ -1,1 +1,2 @@
-"""Video input: frame sampling, decoding, resizing and CLIP normalisation."""
+"""The training input pipeline (Grain): record source, frame sampling of slow/fast clips,
+augmentation, tokenisation, batches."""

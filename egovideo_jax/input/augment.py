@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from egovideo_jax.input import transforms
+from egovideo_jax.media import transforms
 
 
 class CropBox(NamedTuple):

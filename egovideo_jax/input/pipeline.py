@@ -32,7 +32,9 @@ import grain
 import numpy as np
 from absl import flags, logging
 
-from egovideo_jax.input import augment, sampling, transforms
+from egovideo_jax.input import augment
+from egovideo_jax.media import sampling
+from egovideo_jax.media import transforms
 from egovideo_jax.input.source import ClipRecordSource
 from egovideo_jax.model import tokenizer as tokenizers
 from egovideo_jax.records import schema

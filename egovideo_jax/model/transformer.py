@@ -182,7 +182,7 @@ def splash_attention(q, k, v, causal: bool = False):
 
     Under a multi-device mesh the kernel runs per device in `shard_map`: batch split as the
     logical-axis rules in context say for 'batch', heads as for 'heads' (the train step
-    traces under egovideo_jax.train.sharding.LOGICAL_AXIS_RULES; without rules in context the
+    traces under egovideo_jax.parallel.sharding.LOGICAL_AXIS_RULES; without rules in context the
     batch is split over every mesh axis and heads stay whole), length and head dim whole.
     """
     attend = functools.partial(_splash_local, causal=causal,

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from egovideo_jax.records import arrayrecord, schema, tfrecord
-from egovideo_jax.records.atomic import (AbortOnError, fsync_directory, remove_quietly,
+from egovideo_jax.io.atomic import (AbortOnError, fsync_directory, remove_quietly,
                                          sha256_file, write_bytes_atomically)
 from egovideo_jax.records.tfrecord import RecordError
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from egovideo_jax.input.batching import batch_axes as mesh_batch_axes
+from egovideo_jax.parallel.batching import batch_axes as mesh_batch_axes
 
 
 def retrieval_logits(queries: jax.Array, keys: jax.Array, logit_scale: jax.Array) -> jax.Array:

@@ -109,7 +109,7 @@ def analyze(config, devices=None, topology: str | None = None) -> dict:
     import jax
     import numpy as np
 
-    from egovideo_jax.train import sharding
+    from egovideo_jax.parallel import sharding
     from egovideo_jax.train.flops import model_flops_from_config
     from egovideo_jax.train.metrics import compiled_flops, cost_analysis, hbm_bytes, peak_flops
     from egovideo_jax.train.setup import abstract_batch, make_setup

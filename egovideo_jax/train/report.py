@@ -25,7 +25,7 @@ import jax
 
 from egovideo_jax.convert import torch_io, weights
 from egovideo_jax.model.config import EgoVideoConfig
-from egovideo_jax.records.atomic import write_bytes_atomically
+from egovideo_jax.io.atomic import write_bytes_atomically
 from egovideo_jax.records.dataset import open_dataset
 
 REPORT_DIR, EXPORT_DIR = 'report', 'export'

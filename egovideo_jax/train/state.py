@@ -14,7 +14,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from egovideo_jax.model.config import EgoVideoConfig
 from egovideo_jax.model.egovideo import EgoVideo, dummy_inputs
-from egovideo_jax.train import sharding
+from egovideo_jax.parallel import sharding
 from egovideo_jax.train.loss import contrastive_loss
 
 

@@ -9,12 +9,13 @@ from typing import Any, Callable, Sequence
 
 import jax
 
+from egovideo_jax.convert.checkpoints import load_params
 from egovideo_jax.evaluate.registry import build_evaluators
-from egovideo_jax.input.batching import DevicePrefetcher, global_batch
+from egovideo_jax.parallel.batching import DevicePrefetcher, global_batch
 from egovideo_jax.input.pipeline import DataConfig, input_stats, make_iterator
 from egovideo_jax.model.layout import stack_layers
 from egovideo_jax.records.dataset import open_dataset
-from egovideo_jax.train import sharding
+from egovideo_jax.parallel import sharding
 from egovideo_jax.train.checkpoint import Checkpointer
 from egovideo_jax.train.flops import model_flops_from_config
 from egovideo_jax.train.metrics import MetricLogger, peak_flops
@@ -58,22 +59,6 @@ def data_config_from(config, path: str, train: bool) -> DataConfig:
         max_skip_fraction=data.max_skip_fraction, seed=config.seed, tokenizer=data.tokenizer)
 
 
-def prepare_demo_data(config, workdir: Path):
-    """Builds the embedded demo dataset through the HOD pipeline if `data.build_demo` is set
-    and `data.train` is empty; points `data.train` and the demo evaluator at it."""
-    if not config.data.build_demo or config.data.train:
-        return
-    from egovideo_jax.hod.pipeline import build_demo_dataset
-    demo = config.demo
-    paths = build_demo_dataset(demo.dir or workdir / 'demo_data', demo.train_clips,
-                               demo.heldout_clips, demo.seed, size=demo.size,
-                               workers=demo.workers, num_objects=demo.num_objects)
-    with config.unlocked():
-        config.data.train = paths['train']
-        for section in config.evals.values():
-            if section.get('type') == 'demo_retrieval':
-                section.records = section.records or paths['heldout']
-                section.actions_csv = section.actions_csv or paths['heldout_actions']
 
 
 def evaluator_sections(config, verbose: bool) -> dict:
@@ -99,10 +84,10 @@ def initial_params(config, verbose: bool):
     """Converted weights from `config.init.checkpoint` in the model's layer layout, or None."""
     if not config.init.checkpoint:
         return None
-    from egovideo_jax.api import load
-    loaded = load(config.init.checkpoint, variant=config.model.variant, mode=config.model.mode,
-                  num_frames=config.model.num_frames, seed=config.seed, verbose=verbose)
-    params = loaded.params
+    _, params, report = load_params(config.init.checkpoint, config.model.variant,
+                                    config.model.mode, config.model.num_frames, config.seed)
+    if verbose:
+        print(f'{config.init.checkpoint}: {report.summary()}')
     return stack_layers(params) if config.model.scan_layers else params
 
 
@@ -122,8 +107,6 @@ def train(config, workdir: str | os.PathLike,
     is_lead = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh)
 
-    if is_lead:
-        prepare_demo_data(config, workdir)
     dataset = open_dataset(config.data.train)
     total_steps = total_steps_of(config, len(dataset))
     data_config = data_config_from(config, config.data.train, train=True)

@@ -1,0 +1,1 @@
+"""The offline demo: procedural egocentric source, demo dataset builder, demo evaluator."""

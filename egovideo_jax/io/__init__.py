@@ -1,0 +1,1 @@
+"""Files and values from outside: atomic writes, CSV rows, restricted unpickling, choice checks."""

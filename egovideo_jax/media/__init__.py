@@ -1,0 +1,1 @@
+"""Video decoding (PyAV), frame sampling and frame preprocessing."""

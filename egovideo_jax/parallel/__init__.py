@@ -1,0 +1,1 @@
+"""The device mesh, sharding rules and global batches."""
