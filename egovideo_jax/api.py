@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import jax.numpy as jnp
+import numpy as np
 
 from egovideo_jax.convert import flax_io, torch_io, weights
 from egovideo_jax.convert.checkpoints import load_params
