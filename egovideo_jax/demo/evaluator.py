@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from egovideo_jax.demo.synthetic import ACTIONS, ActionSpec
 from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
 from egovideo_jax.evaluate.metrics import mir_map
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
 from egovideo_jax.evaluate.retrieval_plot import STRIP_FRAMES, frame_strip, plot_retrievals
-from egovideo_jax.demo.synthetic import ACTIONS, ActionSpec
 from egovideo_jax.input.pipeline import clean_narration
 from egovideo_jax.media.sampling import sample_eval
-from egovideo_jax.media.transforms import normalize, resize_short_side_center_crop
+from egovideo_jax.media.transforms import eval_transform
 from egovideo_jax.records.dataset import open_dataset
 from egovideo_jax.records.schema import decode_frames
 
@@ -154,12 +154,8 @@ class DemoRetrieval(Evaluator):
 
         def load(index: int) -> list[np.ndarray]:
             clip = dataset.decode(index)
-            branches = []
-            for count in counts:
-                frames = sampled_frames(clip, count, annotations.records, index)
-                branches.append(normalize(np.stack(
-                    [resize_short_side_center_crop(frame, size) for frame in frames])))
-            return branches
+            return [eval_transform(sampled_frames(clip, count, annotations.records, index), size)
+                    for count in counts]
 
         video = embed_videos(model, list(range(len(dataset))), load, self.config.batch_size,
                              self.config.num_workers, self.mesh, desc=f'{self.name} videos')

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from egovideo_jax.media.frames import preprocess, read_frames_seeking
 from egovideo_jax.evaluate.metrics import MCQ_TYPES, mcq_accuracy
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
+from egovideo_jax.media.frames import read_frames_seeking
 from egovideo_jax.media.sampling import sample_eval
+from egovideo_jax.media.transforms import eval_transform
 from egovideo_jax.media.video import video_info
 
 
@@ -178,7 +179,7 @@ class EgoMCQ(Evaluator):
                 frames = store.read(clip.video_uid, np.concatenate(index_sets))
             except ValueError as error:
                 raise ValueError(f'{source}: {error}') from error
-            clips = preprocess(frames, model.config.vision.image_size)
+            clips = eval_transform(frames, model.config.vision.image_size)
             return np.split(clips, np.cumsum(counts)[:-1])
 
         video = embed_videos(model, list(zip(annotations.clips, annotations.clip_sources)),

@@ -41,3 +41,9 @@ def resize_short_side_center_crop(frame: np.ndarray, size: int) -> np.ndarray:
     top = int(round((new_height - size) / 2.0))
     left = int(round((new_width - size) / 2.0))
     return np.asarray(image)[top:top + size, left:left + size]
+
+
+def eval_transform(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 `[T, H, W, 3]` -> float32 `[T, size, size, 3]`: the evaluation transform
+    (short-side bicubic resize, centre crop, CLIP normalisation) of every frame."""
+    return normalize(np.stack([resize_short_side_center_crop(frame, size) for frame in frames]))

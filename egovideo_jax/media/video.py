@@ -1,4 +1,8 @@
-"""Video decoding with PyAV and eval-time clip loading (sample, resize + crop, normalise)."""
+"""Video decoding with PyAV and eval-time clip loading (sample, resize + crop, normalise).
+
+`open_video` is the one place that opens a video file: every reader (here, the seeking
+reader in `media.frames`, the record writer's `records.video_clips`) goes through it, so
+they all fail the same way, with a `ValueError` naming the file."""
 from __future__ import annotations
 
 import contextlib
@@ -9,13 +13,14 @@ import av
 import numpy as np
 
 from egovideo_jax.media.sampling import sample_eval
-from egovideo_jax.media.transforms import normalize, resize_short_side_center_crop
+from egovideo_jax.media.transforms import eval_transform
 
 
 @contextlib.contextmanager
-def _open_video(path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
-    """Yields the container and its first video stream; FFmpeg errors (while opening or
-    decoding) become `ValueError`s that name the file."""
+def open_video(path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """Yields the container and its first video stream (multithreaded decoding); FFmpeg
+    errors raised inside the block (opening, seeking, decoding) become `ValueError`s that
+    name the file."""
     try:
         with av.open(os.fspath(path)) as container:
             if not container.streams.video:
@@ -32,7 +37,7 @@ def video_info(path) -> tuple[int, float]:
 
     Containers that do not record a frame count are counted by decoding.
     """
-    with _open_video(path) as (container, stream):
+    with open_video(path) as (container, stream):
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else 0.0
         num_frames = stream.frames or sum(1 for _ in container.decode(stream))
@@ -53,7 +58,7 @@ def read_frames(path, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         raise ValueError(f'{path}: negative frame index {indices.min()}')
     wanted = set(indices.tolist())
     decoded = {}
-    with _open_video(path) as (container, stream):
+    with open_video(path) as (container, stream):
         if not wanted:
             return np.zeros((0, stream.height, stream.width, 3), np.uint8)
         last = max(wanted)
@@ -81,12 +86,5 @@ def load_clips(path, frame_counts: Sequence[int], size: int, start_frame: int = 
         raise ValueError(f'{path}: empty frame range [{start_frame}, {end_frame})')
     index_sets = [sample_eval(start_frame, end_frame, n) for n in frame_counts]
     frames = read_frames(path, np.concatenate(index_sets))
-    clip = normalize(np.stack([resize_short_side_center_crop(frame, size) for frame in frames]))
-    return np.split(clip, np.cumsum(frame_counts)[:-1])
+    return np.split(eval_transform(frames, size), np.cumsum(frame_counts)[:-1])
 
-
-def load_clip(path, num_frames: int, size: int, start_frame: int = 0,
-              end_frame: int | None = None) -> np.ndarray:
-    """float32 `[num_frames, size, size, 3]`: eval sampling, short-side resize + centre crop,
-    CLIP normalisation."""
-    return load_clips(path, [num_frames], size, start_frame, end_frame)[0]

@@ -18,6 +18,8 @@ import os
 import av
 import numpy as np
 
+from egovideo_jax.media.video import open_video
+
 
 class MissingVideoError(FileNotFoundError):
     """No video file (or no chunk holding the clip start) for a video id."""
@@ -76,27 +78,19 @@ def decode_nearest_frames(path: str, targets: np.ndarray, short_side: int,
     last frame, except that a clip must start inside the video: when `clip_starts_here`
     and the first target lies beyond the last frame, ClipOutsideVideoError.
     """
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise ValueError(f'{path}: no video stream')
-            stream = container.streams.video[0]
-            stream.thread_type = 'AUTO'
-            origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-            seek_seconds = max(0.0, float(targets[0]) + origin)
-            container.seek(int(seek_seconds / stream.time_base), stream=stream, backward=True)
-            rate = stream.average_rate
-            chosen = _nearest(container.decode(stream), targets, origin, path,
-                              clip_starts_here)
-            size = _resized(chosen[0][1].width, chosen[0][1].height, short_side)
-            converted = {}
-            for _, frame in chosen:
-                if id(frame) not in converted:
-                    converted[id(frame)] = frame.reformat(
-                        width=size[0], height=size[1], format='rgb24',
-                        interpolation='BICUBIC').to_ndarray()
-    except av.error.FFmpegError as error:
-        raise ValueError(f'cannot decode video {path}: {error}') from error
+    with open_video(path) as (container, stream):
+        origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        seek_seconds = max(0.0, float(targets[0]) + origin)
+        container.seek(int(seek_seconds / stream.time_base), stream=stream, backward=True)
+        rate = stream.average_rate
+        chosen = _nearest(container.decode(stream), targets, origin, path, clip_starts_here)
+        size = _resized(chosen[0][1].width, chosen[0][1].height, short_side)
+        converted = {}
+        for _, frame in chosen:
+            if id(frame) not in converted:
+                converted[id(frame)] = frame.reformat(
+                    width=size[0], height=size[1], format='rgb24',
+                    interpolation='BICUBIC').to_ndarray()
     return ([converted[id(frame)] for _, frame in chosen], [time for time, _ in chosen],
             float(rate) if rate else 0.0)
 

@@ -12,7 +12,7 @@ from tests.helpers.eval_fixtures import (BATCH_SIZE, EPIC_TEST_CLIPS, EPIC_VIDEO
 from egovideo_jax.evaluate.metrics import mean_class_accuracy, mir_metrics, topk_accuracy
 from egovideo_jax.evaluate.registry import build_evaluators
 from egovideo_jax.io.safe_pickle import load_array
-from egovideo_jax.media.transforms import normalize, resize_short_side_center_crop
+from egovideo_jax.media.transforms import eval_transform
 from egovideo_jax.media.video import read_frames, video_info
 from egovideo_jax.model.layout import stack_layers
 
@@ -78,8 +78,7 @@ def encode_padded(encode, inputs):
 
 
 def clip_frames(path, indices, size):
-    return normalize(np.stack([resize_short_side_center_crop(f, size)
-                               for f in read_frames(path, indices)]))
+    return eval_transform(read_frames(path, indices), size)
 
 
 def segment_middles(start, end, n):

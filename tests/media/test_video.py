@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from egovideo_jax.media.transforms import CLIP_MEAN, CLIP_STD
-from egovideo_jax.media.video import load_clip, load_clips, read_frames, video_info
+from egovideo_jax.media.video import load_clips, read_frames, video_info
 
 NUM_FRAMES, WIDTH, HEIGHT, FPS = 48, 64, 48, 24
 LEVEL_STEP = 5  # frame i is solid grey 5 * i: neighbours stay apart beyond codec error
@@ -102,7 +102,7 @@ def test_no_video_stream(tmp_path):
 
 def test_load_clip_samples_eval_frames(video):
     # seg = 47/4 = 11.75 -> segments (0,12) (12,24) (24,35) (35,47) -> frames 6, 18, 29, 41.
-    clip = load_clip(video, 4, 32)
+    clip = load_clips(video, [4], 32)[0]
     assert clip.shape == (4, 32, 32, 3) and clip.dtype == np.float32
     pixels = clip * CLIP_STD + CLIP_MEAN
     np.testing.assert_allclose(pixels.mean(axis=(1, 2, 3)) * 255,
@@ -111,17 +111,17 @@ def test_load_clip_samples_eval_frames(video):
 
 def test_load_clip_sub_range(video):
     # Frames [8, 16), n = 2: seg = 3.5 -> segments (8,12) (12,15) -> frames 10, 13.
-    pixels = load_clip(video, 2, 16, start_frame=8, end_frame=16) * CLIP_STD + CLIP_MEAN
+    pixels = load_clips(video, [2], 16, start_frame=8, end_frame=16)[0] * CLIP_STD + CLIP_MEAN
     np.testing.assert_allclose(pixels.mean(axis=(1, 2, 3)) * 255, [50, 65], atol=TOLERANCE)
 
 
 def test_load_clips_slow_and_fast(video):
     slow, fast = load_clips(video, [4, 16], 32)
     assert slow.shape == (4, 32, 32, 3) and fast.shape == (16, 32, 32, 3)
-    np.testing.assert_allclose(slow, load_clip(video, 4, 32))
-    np.testing.assert_allclose(fast, load_clip(video, 16, 32))
+    np.testing.assert_allclose(slow, load_clips(video, [4], 32)[0])
+    np.testing.assert_allclose(fast, load_clips(video, [16], 32)[0])
 
 
 def test_load_clip_empty_range(video):
     with pytest.raises(ValueError, match=r'grey\.mp4: empty frame range'):
-        load_clip(video, 4, 32, start_frame=10, end_frame=10)
+        load_clips(video, [4], 32, start_frame=10, end_frame=10)
