@@ -4,6 +4,9 @@ CSV rows: `video_id,start_second,end_second,text[,dataset]`, with or without a h
 Each row becomes one clip record (`source` = the dataset column, default `csv`;
 `text/narration` = the text; no HOD narration; boxes absent). Rows that cannot be converted
 are counted by reason and listed in `OUT/skipped.csv`; nothing is dropped silently.
+
+The table's rows and their checks (`read_rows`, `parse_row`, `clip_id_for`) are the HOD
+pipeline's too, so both give a row the same clip and clip id.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from collections.abc import Iterator
 
 import tqdm
 
+from egovideo_jax.io.csv_rows import CsvRow, csv_records
 from egovideo_jax.records import schema, video_clips
 from egovideo_jax.records.dataset import DatasetWriter
 
@@ -26,12 +30,6 @@ DEFAULT_SOURCE = 'csv'
 # Skip reasons (the first column of the summary).
 MALFORMED, BAD_TIMES, MISSING_VIDEO, DECODE_FAILURE = (
     'malformed row', 'bad times', 'missing video', 'decode failure')
-
-
-@dataclasses.dataclass(frozen=True)
-class CsvRow:
-    line: int
-    fields: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +72,25 @@ class ConversionSummary:
         return dict(collections.Counter(skip.reason for skip in self.skipped).most_common())
 
 
+class BadRow(ValueError):
+    """A row that is not a clip: `reason` is one of the skip reasons above."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f'{reason}: {detail}')
+        self.reason, self.detail = reason, detail
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipRow:
+    """A reference-format row, checked: fields stripped, times as seconds."""
+    line: int
+    video_id: str
+    start: float
+    end: float
+    text: str
+    source: str  # the dataset column, or the default
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -82,43 +99,61 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _is_header(fields: list[str]) -> bool:
+def _is_header(fields: tuple[str, ...]) -> bool:
     return len(fields) in (4, 5) and not _is_number(fields[1]) and not _is_number(fields[2])
 
 
 def read_rows(csv_path) -> Iterator[CsvRow]:
     """Data rows with their line numbers. A first line of 4-5 fields whose two time
     columns are both not numbers is a header; blank lines are ignored."""
-    with open(csv_path, newline='', encoding='utf-8') as file:
-        reader = csv.reader(file)
-        for number, fields in enumerate(reader):
-            if not fields or (number == 0 and _is_header(fields)):
-                continue
-            yield CsvRow(reader.line_num, tuple(fields))
+    for row in csv_records(csv_path):
+        if row.fields and not (row.line == 1 and _is_header(row.fields)):
+            yield row
+
+
+def parse_row(row: CsvRow, default_source: str = DEFAULT_SOURCE) -> ClipRow:
+    """The clip a `video_id,start_second,end_second,text[,dataset]` row names; `BadRow` with
+    the skip reason when it names none."""
+    fields = row.fields
+    if len(fields) not in (4, 5) or not fields[0].strip():
+        raise BadRow(MALFORMED, f'expected video_id,start_second,end_second,text[,dataset], '
+                                f'got {len(fields)} fields')
+    video_id, start_text, end_text, text = (field.strip() for field in fields[:4])
+    try:
+        start, end = float(start_text), float(end_text)
+    except ValueError:
+        raise BadRow(BAD_TIMES, f'start/end are not numbers: {start_text!r}, '
+                                f'{end_text!r}') from None
+    if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
+        raise BadRow(BAD_TIMES, f'need 0 <= start < end, got [{start}, {end})')
+    source = (fields[4].strip() if len(fields) == 5 else '') or default_source
+    return ClipRow(row.line, video_id, start, end, text, source)
+
+
+def clip_id_for(video_id: str, start: float, end: float, line: int) -> str:
+    """The clip id of a table row: `records convert` and the HOD pipeline give the same."""
+    return f'{video_id}:{start:.3f}-{end:.3f}#{line}'
+
+
+def single_rate(rates: set[float]) -> float | None:
+    """The source frame rate for the manifest: one rate for every video is worth recording;
+    mixed or unknown (0.0) is not."""
+    return next(iter(rates)) if len(rates) == 1 and 0.0 not in rates else None
 
 
 def convert_row(row: CsvRow, options: ClipOptions) -> ConvertedClip | Skip:
     """The clip of one row, or why it is skipped."""
-    fields = row.fields
-
     def skip(reason, detail):
-        padded = fields + ('',) * 3
+        padded = row.fields + ('',) * 3
         return Skip(row.line, padded[0], padded[1], padded[2], reason, detail)
 
-    if len(fields) not in (4, 5) or not fields[0]:
-        return skip(MALFORMED, f'expected video_id,start_second,end_second,text[,dataset], '
-                               f'got {len(fields)} fields')
-    video_id, start_text, end_text, text = fields[:4]
-    source = (fields[4] if len(fields) == 5 else '') or DEFAULT_SOURCE
     try:
-        start, end = float(start_text), float(end_text)
-    except ValueError:
-        return skip(BAD_TIMES, f'start/end are not numbers: {start_text!r}, {end_text!r}')
-    if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
-        return skip(BAD_TIMES, f'need 0 <= start < end, got [{start}, {end})')
+        clip = parse_row(row)
+    except BadRow as error:
+        return skip(error.reason, error.detail)
     try:
         frames, frame_times, fps = video_clips.read_clip_frames(
-            options.video_root, video_id, start, end, options.frames_per_clip,
+            options.video_root, clip.video_id, clip.start, clip.end, options.frames_per_clip,
             options.short_side, options.chunk_seconds)
     except video_clips.MissingVideoError as error:
         return skip(MISSING_VIDEO, str(error))
@@ -127,14 +162,14 @@ def convert_row(row: CsvRow, options: ClipOptions) -> ConvertedClip | Skip:
     except (ValueError, OSError) as error:
         return skip(DECODE_FAILURE, str(error))
     return ConvertedClip({
-        'clip_id': f'{video_id}:{start:.3f}-{end:.3f}#{row.line}',
-        'video_id': video_id,
-        'source': source,
-        'start': start,
-        'end': end,
+        'clip_id': clip_id_for(clip.video_id, clip.start, clip.end, row.line),
+        'video_id': clip.video_id,
+        'source': clip.source,
+        'start': clip.start,
+        'end': clip.end,
         'frames_jpeg': [schema.encode_jpeg(frame, options.jpeg_quality) for frame in frames],
         'frame_times': frame_times,
-        'narration': text,
+        'narration': clip.text,
         'hod': [],
         **schema.empty_tracks(len(frames)),
     }, fps)
@@ -192,8 +227,7 @@ def convert_csv(csv_path, video_root, out_dir, *, frames_per_clip: int = 32,
     except BaseException:
         writer.abort()
         raise
-    # One frame rate for every source video is worth recording; mixed or unknown is not.
-    writer.fps = rates.pop() if len(rates) == 1 and 0.0 not in rates else None
+    writer.fps = single_rate(rates)
     num_clips = len(writer)
     manifest = writer.close()
     write_skipped(os.path.join(out_dir, SKIPPED_NAME), skipped)
