@@ -20,12 +20,13 @@ variable `narrator.api_key_env`), `llama_cpp` (a local GGUF at `narrator.model_p
 """
 import ml_collections
 
+from egovideo_jax.io.choices import check_choice
+
 VARIANTS = ('demo', 'epic', 'jsonl', 'detector')
 
 
 def get_config(variant: str = 'epic') -> ml_collections.ConfigDict:
-    if variant not in VARIANTS:
-        raise ValueError(f'configs/hod.py: unknown variant {variant!r}; choose from {VARIANTS}')
+    check_choice(variant, VARIANTS, 'configs/hod.py: variant')
     config = ml_collections.ConfigDict()
     config.variant = variant
     config.build_demo = variant == 'demo'

@@ -26,6 +26,7 @@ from egovideo_jax.evaluate.metrics import mir_map
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
 from egovideo_jax.evaluate.retrieval_plot import STRIP_FRAMES, frame_strip, plot_retrievals
 from egovideo_jax.input.pipeline import clean_narration
+from egovideo_jax.io.choices import check_choice
 from egovideo_jax.media.sampling import sample_eval
 from egovideo_jax.media.transforms import eval_transform
 from egovideo_jax.records.dataset import open_dataset
@@ -96,9 +97,7 @@ class DemoRetrieval(Evaluator):
     def read_annotations(self) -> Annotations:
         records = self.path('records')
         actions_csv = self.path('actions_csv')
-        if self.config.text_field not in TEXT_FIELDS:
-            raise ValueError(f'{self.key}.text_field={self.config.text_field!r}; choose from '
-                             f'{TEXT_FIELDS}')
+        check_choice(self.config.text_field, TEXT_FIELDS, f'{self.key}.text_field')
         with open(actions_csv, newline='') as file:
             rows = list(csv.DictReader(file))
         missing = {'video_id', 'fast_motion_only'} - set(rows[0] if rows else {})

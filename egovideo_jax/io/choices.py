@@ -6,8 +6,9 @@ from typing import Any
 
 
 def check_choice(value: Any, choices: Collection[Any], name: str) -> None:
-    """Raises ValueError naming `name` (e.g. 'config.model.mode' or 'FILE, line 3: side') and
-    the allowed values when `value` is not one of `choices`."""
+    """Raises ValueError when `value` is not one of `choices`, as `NAME=VALUE; choose from
+    [...]`: `name` says where the value came from (e.g. 'config.model.mode' or 'FILE, line 3:
+    side'); string choices are listed sorted, others in their own order."""
     if value not in choices:
         shown = sorted(choices) if all(isinstance(c, str) for c in choices) else list(choices)
-        raise ValueError(f'{name}: {value!r} is not one of {shown}')
+        raise ValueError(f'{name}={value!r}; choose from {shown}')

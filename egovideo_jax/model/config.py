@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from egovideo_jax.io.choices import check_choice
+
 MODES = ('single', 'slowfast')
 
 
@@ -43,8 +45,7 @@ class EgoVideoConfig:
     variant: str = ''  # the VARIANTS name it was built from (set by get_model_config)
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f'mode must be one of {MODES}, got {self.mode!r}')
+        check_choice(self.mode, MODES, 'mode')
         if self.vision.image_size % self.vision.patch_size:
             raise ValueError(f'image_size {self.vision.image_size} is not a multiple of '
                              f'patch_size {self.vision.patch_size}')
@@ -75,8 +76,7 @@ def get_model_config(variant: str = 'B/16', mode: str = 'single', num_frames: in
 
     `overrides` replace top-level fields (e.g. `fast_frames=8`).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f'unknown model variant {variant!r}; choose from {sorted(VARIANTS)}')
+    check_choice(variant, VARIANTS, 'variant')
     base = VARIANTS[variant]
     vision = dataclasses.replace(base.vision, num_frames=num_frames)
     return dataclasses.replace(base, vision=vision, mode=mode, variant=variant, **overrides)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax._src import mesh as jax_mesh
 from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
+from egovideo_jax.io.choices import check_choice
 from egovideo_jax.model.adapter import Dtype, MotionAdapter, logical
 
 # Names accepted by `remat_policy`; None or 'none' disables rematerialisation.
@@ -82,9 +83,7 @@ def target_platform() -> str:
 def resolve_attention(implementation: str, length: int, platform: str | None = None) -> str:
     """The implementation 'auto' stands for at this sequence length on `platform` (default:
     `target_platform()`)."""
-    if implementation not in ATTENTION_IMPLEMENTATIONS:
-        raise ValueError(f'unknown attention implementation {implementation!r}; choose from '
-                         f'{ATTENTION_IMPLEMENTATIONS}')
+    check_choice(implementation, ATTENTION_IMPLEMENTATIONS, 'attention')
     if implementation != 'auto':
         return implementation
     platform = platform or target_platform()
@@ -316,9 +315,7 @@ def apply_blocks(block_cls: type[nn.Module], x, *, num_layers: int, scan: bool,
     Call it from inside a compact `__call__`; the blocks become that module's children.
     """
     if remat_policy not in (None, 'none'):
-        if remat_policy not in REMAT_POLICIES:
-            raise ValueError(f'unknown remat_policy {remat_policy!r}; '
-                             f'choose from none, {", ".join(REMAT_POLICIES)}')
+        check_choice(remat_policy, ('none', *REMAT_POLICIES), 'remat_policy')
         block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[remat_policy],
                              prevent_cse=not scan)
     if scan:

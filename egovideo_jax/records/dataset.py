@@ -35,9 +35,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from egovideo_jax.records import arrayrecord, schema, tfrecord
 from egovideo_jax.io.atomic import (AbortOnError, fsync_directory, remove_quietly,
-                                         sha256_file, write_bytes_atomically)
+                                    sha256_file, write_json_atomically)
+from egovideo_jax.io.choices import check_choice
+from egovideo_jax.records import arrayrecord, schema, tfrecord
 from egovideo_jax.records.tfrecord import RecordError
 
 MANIFEST_NAME = 'manifest.json'
@@ -79,8 +80,7 @@ class DatasetWriter(AbortOnError):
     def __init__(self, out_dir, name: str = 'clips', records_per_shard: int = 256,
                  format: str = 'tfrecord', producer: dict | None = None,
                  fps: float | None = None):
-        if format not in FORMATS:
-            raise ValueError(f'format must be one of {sorted(FORMATS)}, got {format!r}')
+        check_choice(format, FORMATS, 'format')
         if records_per_shard < 1:
             raise ValueError(f'records_per_shard must be >= 1, got {records_per_shard}')
         self.out_dir = os.fspath(out_dir)
@@ -143,8 +143,7 @@ class DatasetWriter(AbortOnError):
                            'num_bytes': info.num_bytes, 'sha256': info.sha256})
         fsync_directory(self.out_dir)
         manifest = self._manifest(shards)
-        write_bytes_atomically(os.path.join(self.out_dir, MANIFEST_NAME),
-                               (json.dumps(manifest, indent=2) + '\n').encode())
+        write_json_atomically(os.path.join(self.out_dir, MANIFEST_NAME), manifest)
         return manifest
 
     def _manifest(self, shards: list[dict]) -> dict:
@@ -205,10 +204,6 @@ class ClipDataset:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    @property
-    def shard_paths(self) -> list[str]:
-        return [shard.path for shard in self.shards]
-
     def _locate(self, global_index: int) -> tuple[int, int]:
         if not 0 <= global_index < len(self):
             raise IndexError(f'{self.directory}: record {global_index} is out of range; the '
@@ -257,9 +252,7 @@ def read_manifest(directory) -> dict:
     if manifest['schema_version'] != schema.SCHEMA_VERSION:
         raise ValueError(f'{path}: schema_version {manifest["schema_version"]}, this reader '
                          f'supports {schema.SCHEMA_VERSION}')
-    if manifest['format'] not in FORMATS:
-        raise ValueError(f'{path}: field "format" must be one of {sorted(FORMATS)}, '
-                         f'got {manifest["format"]!r}')
+    check_choice(manifest['format'], FORMATS, f'{path}: format')
     return manifest
 
 

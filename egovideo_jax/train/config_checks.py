@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from egovideo_jax.io.choices import check_choice
 from egovideo_jax.model.config import MODES, VARIANTS
 from egovideo_jax.model.transformer import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 
@@ -36,18 +37,11 @@ def validate(config, num_devices: int, process_count: int = 1, reference=None,
     if reference is not None:
         check_known_keys(config, reference)
     model, data, optim = config.model, config.data, config.optim
-    if model.variant not in VARIANTS:
-        raise ValueError(f'config.model.variant={model.variant!r}; choose from {sorted(VARIANTS)}')
-    if model.mode not in MODES:
-        raise ValueError(f'config.model.mode={model.mode!r}; choose from {MODES}')
-    if model.dtype not in DTYPES:
-        raise ValueError(f'config.model.dtype={model.dtype!r}; choose from {DTYPES}')
-    if model.remat_policy not in ('none', *REMAT_POLICIES):
-        raise ValueError(f'config.model.remat_policy={model.remat_policy!r}; choose from '
-                         f'{("none", *REMAT_POLICIES)}')
-    if model.attention not in ATTENTION_IMPLEMENTATIONS:
-        raise ValueError(f'config.model.attention={model.attention!r}; choose from '
-                         f'{ATTENTION_IMPLEMENTATIONS}')
+    check_choice(model.variant, VARIANTS, 'config.model.variant')
+    check_choice(model.mode, MODES, 'config.model.mode')
+    check_choice(model.dtype, DTYPES, 'config.model.dtype')
+    check_choice(model.remat_policy, ('none', *REMAT_POLICIES), 'config.model.remat_policy')
+    check_choice(model.attention, ATTENTION_IMPLEMENTATIONS, 'config.model.attention')
     if model.attention == 'cudnn' and backend is not None and (
             backend != 'gpu' or model.dtype != 'bfloat16'):
         raise ValueError(f"config.model.attention='cudnn' needs NVIDIA GPUs and "

@@ -173,7 +173,7 @@ def test_directory_of_foreign_tfrecords(tmp_path):
     os.remove(index_path(tmp_path / 'other-b.tfrecord'))  # another tool: no index
     dataset = open_dataset(tmp_path)
     assert dataset.manifest is None and len(dataset) == 3
-    assert [os.path.basename(path) for path in dataset.shard_paths] == [
+    assert [os.path.basename(shard.path) for shard in dataset.shards] == [
         'other-a.tfrecord-00000-of-00001', 'other-b.tfrecord']
     assert_clips_equal(dataset.decode(2), clips[2])
     assert verify_dataset(tmp_path) == []
