@@ -241,7 +241,8 @@ class Meter:
 
 def bench_records(records_dir: str, record_sizes: np.ndarray, workers: int, args,
                   sizes: dict) -> dict:
-    from egovideo_jax.input.pipeline import DataConfig, input_stats, make_iterator
+    from egovideo_jax.input.config import DataConfig
+    from egovideo_jax.input.pipeline import input_stats, make_iterator
     config = DataConfig(path=records_dir, batch_size=sizes['batch_size'], num_frames=NUM_FRAMES,
                         fast_frames=FAST_FRAMES, mode='slowfast', crop_size=sizes['crop'],
                         text_field='narration', worker_count=workers,

@@ -19,89 +19,31 @@ Bad records (`RecordError`: CRC, truncation, schema, undecodable JPEG) either fa
 naming shard and record (`on_error='fail'`) or are skipped and counted (`'skip'`); the run
 fails once more than `max_skip_fraction` of the records seen were skipped, judged after
 `MIN_RECORDS_FOR_SKIP_LIMIT` records or one epoch of this host, whichever comes first.
+
+What to read and how is a `DataConfig` (input/config.py); the clip's text is cleaned and
+tokenised by input/text.py.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import re
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import grain
 import numpy as np
 from absl import flags, logging
 
 from egovideo_jax.input import augment
-from egovideo_jax.media import sampling
-from egovideo_jax.media import transforms
+from egovideo_jax.input.config import DataConfig
 from egovideo_jax.input.source import ClipRecordSource
-from egovideo_jax.model import tokenizer as tokenizers
+from egovideo_jax.input.text import clean_narration, tokenize
+from egovideo_jax.media import sampling, transforms
 from egovideo_jax.records import schema
 from egovideo_jax.records.tfrecord import RecordError
 
-MODES = ('single', 'slowfast')  # the model's modes: one 4-frame branch, or + the fast branch
-TEXT_FIELDS = ('hod', 'narration', 'mixed')
-NARRATION_TAG = re.compile(r'^#\w+\s+')  # Ego4D's speaker tag: '#C C opens ...'
-ON_ERROR = ('fail', 'skip')
-CONTEXT_LENGTH = 77
 # The skip fraction is judged once this many records (or a whole epoch of this host, if
 # smaller) were seen, so one bad record early in a run does not end it.
 MIN_RECORDS_FOR_SKIP_LIMIT = 100
 MAX_SKIP_REASONS_KEPT = 100
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    path: str  # dataset directory (records + manifest)
-    batch_size: int  # global: over all hosts
-    num_frames: int = 4  # slow branch
-    fast_frames: int = 16  # fast branch, mode 'slowfast' only
-    mode: str = 'slowfast'
-    crop_size: int = 224
-    # 'hod': training draws one HOD narration per use, evaluation takes the first; clips
-    # without one use their narration (counted as text fallbacks). 'narration': the original
-    # narration. 'mixed': training draws uniformly from the narration and the HOD narrations,
-    # evaluation takes the narration. Narrations lose Ego4D's leading '#C ' tag.
-    text_field: str = 'hod'
-    flip_swaps_sides: bool = True  # False: the reference (flip pixels, keep text and tracks)
-    worker_count: int = 0  # Grain worker processes; 0 decodes in the main process
-    read_threads: int = 4  # threads decoding inside each worker (or the main process)
-    prefetch: int = 2  # batches prepared ahead of the consumer
-    on_error: str = 'fail'  # bad record: 'fail', or 'skip' and count
-    max_skip_fraction: float = 0.01  # 'skip' fails the run past this fraction of records
-    seed: int = 0
-    tokenizer: str = 'clip'  # 'clip' or a SentencePiece *.model path
-
-    def __post_init__(self):
-        choices = {'mode': MODES, 'text_field': TEXT_FIELDS, 'on_error': ON_ERROR}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f'DataConfig.{name} must be one of {allowed}, '
-                                 f'got {getattr(self, name)!r}')
-        for name in ('batch_size', 'num_frames', 'fast_frames', 'crop_size', 'read_threads'):
-            if getattr(self, name) < 1:
-                raise ValueError(f'DataConfig.{name} must be >= 1, got {getattr(self, name)}')
-        for name in ('worker_count', 'prefetch'):
-            if getattr(self, name) < 0:
-                raise ValueError(f'DataConfig.{name} must be >= 0, got {getattr(self, name)}')
-        if not 0.0 <= self.max_skip_fraction <= 1.0:
-            raise ValueError(f'DataConfig.max_skip_fraction must be in [0, 1], '
-                             f'got {self.max_skip_fraction}')
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
-        """From a dict or an `ml_collections.ConfigDict`; unknown or missing keys are named."""
-        values = dict(values.to_dict() if hasattr(values, 'to_dict') else values)
-        fields = {field.name: field for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ValueError(f'unknown data config keys {unknown}; known: {sorted(fields)}')
-        missing = sorted(name for name, field in fields.items() if name not in values
-                         and field.default is dataclasses.MISSING)
-        if missing:
-            raise ValueError(f'data config is missing required keys {missing}')
-        return cls(**values)
 
 
 class SkippedRecord(NamedTuple):
@@ -125,11 +67,6 @@ class InputStats:
     @property
     def skipped_fraction(self) -> float:
         return self.skipped / self.seen if self.seen else 0.0
-
-
-@functools.lru_cache(maxsize=None)
-def _tokenizer(name: str):  # one per process: workers build their own instead of unpickling
-    return tokenizers.get_tokenizer(name, context_length=CONTEXT_LENGTH)
 
 
 class ClipExampleMaker:
@@ -185,7 +122,7 @@ class ClipExampleMaker:
             else:
                 frames = augment.center_crop(frames, config.crop_size)
             example[name] = transforms.normalize(frames)
-        example['tokens'] = _tokenizer(config.tokenizer)(text)[0]
+        example['tokens'] = tokenize(text, config.tokenizer)
         example['index'] = np.int64(record_index)
         example['text_fallback'] = np.bool_(text_fallback)
         return example
@@ -205,12 +142,6 @@ class ClipExampleMaker:
         candidates = clip['hod'] if self.config.text_field == 'hod' else [narration, *clip['hod']]
         choice = int(rng.integers(len(candidates))) if self.train else 0
         return candidates[choice], False
-
-
-def clean_narration(text: str) -> str:
-    """A narration without Ego4D's speaker tag (`#C C opens the drawer` -> `C opens the
-    drawer`): markup, not language, and absent from the benchmarks' queries."""
-    return NARRATION_TAG.sub('', text).strip()
 
 
 def _records_per_host(total: int, train: bool, process_index: int, process_count: int,
