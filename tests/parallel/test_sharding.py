@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / 'tests' / 'train_multidevice_script.py'
+SCRIPT = REPO / 'tests' / 'helpers' / 'train_multidevice_script.py'
 # Faster XLA:CPU compiles (LLVM optimisation off): slower code, same float semantics.
 FAST_COMPILE_FLAGS = ('--xla_backend_optimization_level=0',
                       '--xla_llvm_disable_expensive_passes=true')
