@@ -83,6 +83,7 @@ def render_source(source_dir: Path, args) -> dict:
     """Renders the demo source into `source_dir` (or reuses a complete one rendered with the
     same arguments); returns the timing and the source's description."""
     from egovideo_jax.demo import source as demo_source
+    from egovideo_jax.io.atomic import write_json_atomically
     arguments = {'version': SOURCE_VERSION, 'clips': args.clips, 'seed': args.seed,
                  'size': args.size, 'split': 'train'}
     marker = source_dir / SOURCE_MARKER
@@ -110,14 +111,13 @@ def render_source(source_dir: Path, args) -> dict:
         'videos_mb': round(directory_bytes(info.videos_dir) / 1e6, 2),
         'detections_mb': round(directory_bytes(info.detections_dir) / 1e6, 2),
     }
-    marker.write_text(json.dumps({'arguments': arguments, 'render': render}, indent=2),
-                      encoding='utf-8')
+    write_json_atomically(marker, {'arguments': arguments, 'render': render})
     return {**render, 'cached': False}
 
 
 def pipeline_options(source_dir: Path, frames_per_clip: int, size: int):
     """The options `build_demo_dataset` runs the pipeline with."""
-    from egovideo_jax.hod.pipeline import PipelineOptions
+    from egovideo_jax.hod.options import PipelineOptions
     return PipelineOptions(video_root=os.fspath(source_dir / 'videos'), detection_source='epic',
                            detection_root=os.fspath(source_dir / 'detections'),
                            frames_per_clip=frames_per_clip, short_side=size)
@@ -132,7 +132,8 @@ def subset_csv(csv_path: Path, rows: int, out_path: Path) -> Path:
 # ----------------------------------------------------------------------------- runs
 
 def run_once(csv_path: Path, output_dir: Path, options, workers: int) -> dict:
-    from egovideo_jax.hod.pipeline import NarratorSpec, run_pipeline
+    from egovideo_jax.hod.options import NarratorSpec
+    from egovideo_jax.hod.pipeline import run_pipeline
     shutil.rmtree(output_dir, ignore_errors=True)
     with Timer() as timer:
         report = run_pipeline(csv_path, output_dir, options, NarratorSpec('rules'),
@@ -165,13 +166,15 @@ def bench_pipeline(csv_path: Path, work_dir: Path, options, workers: int,
 
 def bench_stages(csv_path: Path, options) -> dict:
     """The stage functions one clip after another in this process: wall and CPU ms/clip."""
-    from egovideo_jax.hod import pipeline as hod_pipeline
-    from egovideo_jax.hod.pipeline import NarratorSpec, PreparedClip
+    from egovideo_jax.hod import stages as hod_stages
+    from egovideo_jax.hod.clips import read_clip_specs
+    from egovideo_jax.hod.options import NarratorSpec
     from egovideo_jax.hod.report import Skip
+    from egovideo_jax.hod.stages import PreparedClip
     from egovideo_jax.records import schema
 
     narrator = NarratorSpec('rules').build()
-    detect = hod_pipeline.make_clip_detector(options)
+    detect = hod_stages.make_clip_detector(options)
     names = ('frames', 'detections', 'tracks', 'jpeg', 'narration', 'record')
     wall = dict.fromkeys(names, 0.0)
     cpu = dict.fromkeys(names, 0.0)
@@ -184,13 +187,13 @@ def bench_stages(csv_path: Path, options) -> dict:
         cpu[name] += time.process_time() - cpu0
         return result
 
-    for spec in hod_pipeline.read_clip_specs(csv_path, options.default_source):
+    for spec in read_clip_specs(csv_path, options.default_source):
         if isinstance(spec, Skip):
             continue
-        frames, frame_times, fps = timed('frames', hod_pipeline.load_frames, spec, options)
+        frames, frame_times, fps = timed('frames', hod_stages.load_frames, spec, options)
         detections = timed('detections', detect, spec.video_id, frames, frame_times, fps)
-        hod_pipeline.check_not_empty(detections)
-        tracks, facts = timed('tracks', hod_pipeline.clip_tracks, detections, frame_times,
+        hod_stages.check_not_empty(detections)
+        tracks, facts = timed('tracks', hod_stages.clip_tracks, detections, frame_times,
                               options)
         frames_jpeg = timed('jpeg', lambda: [schema.encode_jpeg(frame, options.jpeg_quality)
                                              for frame in frames])
@@ -198,7 +201,7 @@ def bench_stages(csv_path: Path, options) -> dict:
                          [(spec.narration, tracks, facts)])
         prepared = PreparedClip(spec, frames_jpeg, frame_times, fps, list(detections), tracks,
                                 facts)
-        timed('record', hod_pipeline.finish_clip, prepared, result, False)
+        timed('record', hod_stages.finish_clip, prepared, result, False)
         clips += 1
     total_wall, total_cpu = sum(wall.values()), sum(cpu.values())
     return {
@@ -275,6 +278,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    from egovideo_jax.io.atomic import write_json_atomically
     args = parse_args(argv)
     temp = tempfile.mkdtemp(prefix='hod_pipeline_bench-')
     try:
@@ -328,7 +332,7 @@ def main(argv=None) -> int:
         }
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + '\n', encoding='utf-8')
+        write_json_atomically(out, report)
         print(f'wrote {out}')
     finally:
         shutil.rmtree(temp, ignore_errors=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from egovideo_jax.hod.detections import write_epic_pickle
+from egovideo_jax.hod.epic_detections import write_epic_pickle
 from egovideo_jax.demo.synthetic import ActionSpec, render_clip, sample_action_specs
 
 SPLITS = ('train', 'heldout')

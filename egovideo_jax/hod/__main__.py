@@ -18,33 +18,46 @@ import sys
 from absl import app, logging
 from ml_collections import config_flags
 
+from egovideo_jax.io.choices import check_choice
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/hod.py:VARIANT',
                                           lock_config=True)
 
 RUNNERS = ('inprocess', 'beam')
 RECORD_FORMATS = ('tfrecord', 'arrayrecord')
-DETECTOR_PACKAGES = {'mediapipe': 'mediapipe', 'onnx': 'onnxruntime'}
-
-
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+# The config key of each `options.PipelineOptions` and `options.NarratorSpec` field, so an
+# `OptionError` names what the user wrote.
+CONFIG_KEYS = {
+    'video_root': 'video_root', 'detection_source': 'detections.source',
+    'detection_root': 'detections.root', 'detection_fps': 'detections.fps',
+    'detector': 'detections.detector', 'detector_options.model_path': 'detections.model_path',
+    'hand_threshold': 'detections.hand_threshold',
+    'object_threshold': 'detections.object_threshold', 'smoothing': 'tracks.smoothing',
+    'frames_per_clip': 'frames_per_clip', 'short_side': 'short_side',
+    'chunk_seconds': 'chunk_seconds', 'jpeg_quality': 'jpeg_quality',
+    'default_source': 'dataset',
+    # NarratorSpec
+    'name': 'narrator.name', 'retries': 'narrator.retries',
+    'options.max_concurrency': 'narrator.concurrency', 'options.base_url': 'narrator.base_url',
+    'options.model': 'narrator.model', 'options.model_path': 'narrator.model_path',
+}
 
 
 def validate(config) -> None:
-    """ValueError naming the field for a config the pipeline cannot run."""
-    from egovideo_jax.hod import detectors, pipeline
-    from egovideo_jax.hod.narrators import available_narrators
+    """ValueError naming the config key for a config the pipeline cannot run: the command's
+    own keys here, the pipeline's through `options.PipelineOptions`, `NarratorSpec` and
+    `check_runnable`."""
+    from egovideo_jax.hod.options import OptionError, check_runnable
 
-    def check(ok: bool, field: str, message: str) -> None:
+    def check(ok: bool, key: str, message: str) -> None:
         if not ok:
-            raise ValueError(f'config.{field}: {message}')
+            raise ValueError(f'config.{key}: {message}')
 
     check(bool(config.output_dir), 'output_dir', 'required: where the outputs go')
     check(config.workers >= 1, 'workers', f'expected >= 1, got {config.workers}')
     check(config.records_per_shard >= 1, 'records_per_shard',
           f'expected >= 1, got {config.records_per_shard}')
-    check(config.record_format in RECORD_FORMATS, 'record_format',
-          f'expected one of {RECORD_FORMATS}, got {config.record_format!r}')
+    check_choice(config.record_format, RECORD_FORMATS, 'config.record_format')
     check(config.visualize >= 0, 'visualize', f'expected >= 0, got {config.visualize}')
     if config.build_demo:
         demo = config.demo
@@ -56,58 +69,18 @@ def validate(config) -> None:
         return
     check(os.path.isfile(config.input_csv), 'input_csv',
           f'the narration table {config.input_csv!r} does not exist')
-    check(os.path.isdir(config.video_root), 'video_root',
-          f'{config.video_root!r} is not a directory')
-    check(config.frames_per_clip >= 1, 'frames_per_clip',
-          f'expected >= 1, got {config.frames_per_clip}')
-    check(config.short_side >= 16, 'short_side', f'expected >= 16, got {config.short_side}')
-    check(config.chunk_seconds > 0, 'chunk_seconds', f'expected > 0, got {config.chunk_seconds}')
-    check(config.runner in RUNNERS, 'runner',
-          f'expected one of {RUNNERS}, got {config.runner!r}')
-    check(config.runner != 'beam' or _installed('apache_beam'), 'runner',
-          'beam needs apache-beam: pip install -r requirements.txt -r requirements-hod.txt')
-    found = config.detections
-    check(found.source in pipeline.DETECTION_SOURCES, 'detections.source',
-          f'expected one of {pipeline.DETECTION_SOURCES}, got {found.source!r}')
-    if found.source == 'detector':
-        check(found.detector in detectors.FRAME_DETECTORS, 'detections.detector',
-              f'expected one of {sorted(detectors.FRAME_DETECTORS)}, got {found.detector!r}')
-        check(_installed(DETECTOR_PACKAGES[found.detector]), 'detections.detector',
-              f'{found.detector} needs {DETECTOR_PACKAGES[found.detector]}: '
-              f'{detectors.INSTALL_HINT}')
-        check(found.detector != 'onnx' or os.path.isfile(found.model_path),
-              'detections.model_path', f'the onnx detector needs its model file, '
-                                       f'{found.model_path!r} does not exist')
-    else:
-        check(os.path.isdir(found.root), 'detections.root',
-              f'the {found.source} detection files: {found.root!r} is not a directory')
-    for field in ('hand_threshold', 'object_threshold'):
-        check(0 <= found[field] <= 1, f'detections.{field}',
-              f'expected a score in [0, 1], got {found[field]}')
-    check(found.fps >= 0, 'detections.fps', f'expected >= 0 (0: the video\'s), got {found.fps}')
-    smoothing = config.tracks.smoothing
-    check(smoothing == 0 or (smoothing > 0 and smoothing % 2 == 1), 'tracks.smoothing',
-          f'expected 0 (off) or an odd window, got {smoothing}')
-    narrator = config.narrator
-    check(narrator.name in available_narrators(), 'narrator.name',
-          f'expected one of {available_narrators()}, got {narrator.name!r}')
-    check(narrator.retries >= 0, 'narrator.retries', f'expected >= 0, got {narrator.retries}')
-    check(narrator.concurrency >= 1, 'narrator.concurrency',
-          f'expected >= 1, got {narrator.concurrency}')
-    if narrator.name == 'openai':
-        check(bool(narrator.base_url), 'narrator.base_url', 'required by the openai narrator')
-        check(bool(narrator.model), 'narrator.model', 'required by the openai narrator: the '
-                                                      "served model's name")
-    if narrator.name == 'llama_cpp':
-        check(_installed('llama_cpp'), 'narrator.name',
-              'llama_cpp needs llama-cpp-python: pip install -r requirements-hod-llm.txt')
-        check(os.path.isfile(narrator.model_path), 'narrator.model_path',
-              f'the llama_cpp narrator needs a GGUF file; {narrator.model_path!r} does not '
-              'exist')
+    check_choice(config.runner, RUNNERS, 'config.runner')
+    check(config.runner != 'beam' or importlib.util.find_spec('apache_beam') is not None,
+          'runner', 'beam needs apache-beam: pip install -r requirements.txt '
+                    '-r requirements-hod.txt')
+    try:
+        check_runnable(pipeline_options(config), narrator_spec(config.narrator))
+    except OptionError as error:
+        raise ValueError(f'config.{CONFIG_KEYS[error.field]}: {error.reason}') from None
 
 
 def pipeline_options(config):
-    from egovideo_jax.hod.pipeline import PipelineOptions
+    from egovideo_jax.hod.options import PipelineOptions
 
     found = config.detections
     detector_options = (('model_path', found.model_path),) if found.detector == 'onnx' else ()
@@ -123,7 +96,7 @@ def pipeline_options(config):
 
 def narrator_spec(narrator):
     """The back-end's constructor options from `config.narrator`."""
-    from egovideo_jax.hod.pipeline import NarratorSpec
+    from egovideo_jax.hod.options import NarratorSpec
 
     if narrator.name == 'openai':
         options = dict(base_url=narrator.base_url, model=narrator.model,

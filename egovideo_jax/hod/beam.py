@@ -1,4 +1,4 @@
-"""The HOD pipeline on Apache Beam: the stage functions of `pipeline.py` as transforms, for
+"""The HOD pipeline on Apache Beam: the stage functions of `stages.py` as transforms, for
 runs too large for one machine (DirectRunner locally; Dataflow, Flink or Spark unchanged, with
 `output_dir`, the videos and the detections on a file system every worker mounts).
 
@@ -31,11 +31,24 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions as BeamOptions
 
-from egovideo_jax.hod import pipeline
 from egovideo_jax.hod.cache import FinishedClip, NarrationCache
-from egovideo_jax.hod.report import RunReport, Skip, narrator_counts, stage_counts, write_report
+from egovideo_jax.hod.clips import ClipSpec, read_clip_specs
+from egovideo_jax.hod.options import NarratorSpec, PipelineOptions
+from egovideo_jax.hod.outputs import (
+    CACHE_DIR,
+    CSV_NAME,
+    RECORDS_DIR,
+    WORK_DIR,
+    csv_row,
+    csv_text,
+    output_paths,
+    publish_records,
+)
+from egovideo_jax.hod.report import RunReport, Skip, build_run_report, write_report
+from egovideo_jax.hod.stages import PreparedClip, make_clip_detector, narrate_clips, prepare_or_skip
+from egovideo_jax.io.atomic import write_bytes_atomically, write_json_atomically
 from egovideo_jax.records import schema, tfrecord
-from egovideo_jax.io.atomic import write_bytes_atomically
+from egovideo_jax.records.convert_csv import single_rate
 from egovideo_jax.records.dataset import MANIFEST_NAME, DatasetWriter, shard_file_name
 
 SKIPPED = 'skipped'
@@ -45,22 +58,22 @@ _STATS_NAME = 'beam_stats.json'
 class _Prepare(beam.DoFn):
     """Frames, detections and tracks of each clip (the detector is built once per worker)."""
 
-    def __init__(self, options: pipeline.PipelineOptions):
+    def __init__(self, options: PipelineOptions):
         self.options = options
         self.detect = None
 
     def setup(self):
-        self.detect = pipeline.make_clip_detector(self.options)
+        self.detect = make_clip_detector(self.options)
 
-    def process(self, spec: pipeline.ClipSpec):
-        result = pipeline.prepare_or_skip(spec, self.options, self.detect)
+    def process(self, spec: ClipSpec):
+        result = prepare_or_skip(spec, self.options, self.detect)
         yield beam.pvalue.TaggedOutput(SKIPPED, result) if isinstance(result, Skip) else result
 
 
 class _Narrate(beam.DoFn):
     """Narrates a batch of prepared clips through the cache; yields finished clips."""
 
-    def __init__(self, narrator: pipeline.NarratorSpec, cache_dir: str, smoothing: int):
+    def __init__(self, narrator: NarratorSpec, cache_dir: str, smoothing: int):
         self.narrator_spec, self.cache_dir, self.smoothing = narrator, cache_dir, smoothing
         self.narrator = self.cache = None
 
@@ -68,8 +81,8 @@ class _Narrate(beam.DoFn):
         self.narrator = self.narrator_spec.build()
         self.cache = NarrationCache(self.cache_dir)
 
-    def process(self, batch: Sequence[pipeline.PreparedClip]):
-        for result in pipeline.narrate_clips(batch, self.narrator, self.cache, self.smoothing):
+    def process(self, batch: Sequence[PreparedClip]):
+        for result in narrate_clips(batch, self.narrator, self.cache, self.smoothing):
             yield beam.pvalue.TaggedOutput(SKIPPED, result) if isinstance(result, Skip) else (
                 result)
 
@@ -93,7 +106,7 @@ def _write_shard(shard_clips: tuple[int, Iterable[FinishedClip]], lines: Sequenc
                            producer=producer)
     for clip in clips:
         writer.add(schema.decode_clip(clip.record))
-    writer.fps = pipeline.single_rate({clip.fps for clip in clips})
+    writer.fps = single_rate({clip.fps for clip in clips})
     manifest = writer.close()
     entry = manifest['shards'][0]
     final_name = shard_file_name(manifest['name'], shard, num_shards, record_format)
@@ -133,21 +146,31 @@ def _write_manifest(parts: list[dict], records_dir: str, record_format: str,
     if not parts:  # no clip finished: an empty dataset, as DatasetWriter writes it
         DatasetWriter(records_dir, format=record_format, producer=producer).close()
         return
-    write_bytes_atomically(os.path.join(records_dir, MANIFEST_NAME),
-                           (json.dumps(merge_manifests(parts), indent=2) + '\n').encode())
+    write_json_atomically(os.path.join(records_dir, MANIFEST_NAME), merge_manifests(parts),
+                          indent=2)
 
 
 def _write_csv(rows: list[tuple[int, list[str]]], path: str) -> None:
-    write_bytes_atomically(path, pipeline.csv_text(
+    write_bytes_atomically(path, csv_text(
         row for _, row in sorted(rows, key=lambda item: item[0])).encode('utf-8'))
 
 
 def _write_stats(skips: list[Skip], sources: list[tuple[tuple[str, bool], int]],
                  path: str) -> None:
-    write_bytes_atomically(path, json.dumps({
+    write_json_atomically(path, {
         'skips': [dataclasses.asdict(skip) for skip in skips],
         'sources': [[source, from_cache, count] for (source, from_cache), count in sources],
-    }).encode())
+    }, indent=2)
+
+
+def _read_stats(path: Path) -> tuple[list[Skip], collections.Counter[tuple[str, bool]]]:
+    """The skips and the narration sources `_write_stats` left."""
+    with open(path, encoding='utf-8') as file:
+        stats = json.load(file)
+    skips = [Skip(**skip) for skip in stats['skips']]
+    sources = collections.Counter({(source, from_cache): count
+                                   for source, from_cache, count in stats['sources']})
+    return skips, sources
 
 
 def with_default_runner(beam_args: Sequence[str]) -> list[str]:
@@ -160,8 +183,7 @@ def with_default_runner(beam_args: Sequence[str]) -> list[str]:
 
 
 def run_beam(csv_path: str | os.PathLike, output_dir: str | os.PathLike,
-             options: pipeline.PipelineOptions,
-             narrator: pipeline.NarratorSpec = pipeline.NarratorSpec(), *,
+             options: PipelineOptions, narrator: NarratorSpec = NarratorSpec(), *,
              cache_dir: str | os.PathLike | None = None, records_per_shard: int = 256,
              record_format: str = 'tfrecord', producer: dict | None = None,
              beam_args: Sequence[str] = ()) -> RunReport:
@@ -171,76 +193,95 @@ def run_beam(csv_path: str | os.PathLike, output_dir: str | os.PathLike,
     output_dir.mkdir(parents=True, exist_ok=True)
     # Built here once, so a bad narrator configuration fails before the job starts.
     checked_narrator = narrator.build()
-    items = list(pipeline.read_clip_specs(csv_path, options.default_source))
-    specs = [item for item in items if isinstance(item, pipeline.ClipSpec)]
+    items = list(read_clip_specs(csv_path, options.default_source))
+    specs = [item for item in items if isinstance(item, ClipSpec)]
     row_skips = [item for item in items if isinstance(item, Skip)]
-    temp_dir = output_dir / f'.{pipeline.RECORDS_DIR}.tmp'
-    shutil.rmtree(temp_dir, ignore_errors=True)
-    temp_dir.mkdir()
-    work_dir = output_dir / pipeline.WORK_DIR
+    temp_dir, work_dir = _fresh_records_dir(output_dir), output_dir / WORK_DIR
     work_dir.mkdir(exist_ok=True)
-    cache_dir = os.fspath(cache_dir or output_dir / pipeline.CACHE_DIR)
+    stats_path = work_dir / _STATS_NAME
     producer = dict(producer or {})
-    batch_size = 2 * getattr(checked_narrator.primary, 'max_concurrency', 1)
 
     with beam.Pipeline(options=BeamOptions(with_default_runner(beam_args))) as root:
-        prepared = (root
-                    | 'Clips' >> beam.Create(specs)
-                    | 'Prepare' >> beam.ParDo(_Prepare(options)).with_outputs(SKIPPED,
-                                                                              main='clips'))
-        narrated = (prepared.clips
-                    | 'Batch' >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
-                    | 'Narrate' >> beam.ParDo(_Narrate(narrator, cache_dir, options.smoothing)
-                                              ).with_outputs(SKIPPED, main='clips'))
-        finished = narrated.clips
-        lines = (finished
-                 | 'Lines' >> beam.Map(lambda clip: clip.line)
-                 | 'AllLines' >> beam.combiners.ToList()
-                 | 'Sorted' >> beam.Map(sorted))
-        lines_input = beam.pvalue.AsSingleton(lines)
-        (finished
-         | 'KeyByShard' >> beam.Map(lambda clip, lines: (
-             _shard_of(clip, lines, records_per_shard), clip), lines=lines_input)
-         | 'GroupShards' >> beam.GroupByKey()
-         | 'WriteShards' >> beam.Map(
-             _write_shard, lines=lines_input, records_dir=os.fspath(temp_dir),
-             records_per_shard=records_per_shard, record_format=record_format,
-             producer=producer)
-         | 'AllShards' >> beam.combiners.ToList()
-         | 'WriteManifest' >> beam.Map(_write_manifest, records_dir=os.fspath(temp_dir),
-                                       record_format=record_format, producer=producer))
-        (finished
-         | 'CsvRows' >> beam.Map(lambda clip: (clip.line, pipeline.csv_row(clip)))
-         | 'AllRows' >> beam.combiners.ToList()
-         | 'WriteCsv' >> beam.Map(_write_csv, path=os.fspath(output_dir / pipeline.CSV_NAME)))
-        skips = ((root | 'RowSkips' >> beam.Create(row_skips), prepared[SKIPPED],
-                  narrated[SKIPPED])
-                 | 'Skips' >> beam.Flatten()
-                 | 'AllSkips' >> beam.combiners.ToList())
-        sources = (finished
-                   | 'Sources' >> beam.Map(lambda clip: (clip.narration_source, clip.from_cache))
-                   | 'CountSources' >> beam.combiners.Count.PerElement()
-                   | 'AllSources' >> beam.combiners.ToList())
-        (root
-         | 'Once' >> beam.Create([None])
-         | 'WriteStats' >> beam.Map(lambda _, skips, sources: _write_stats(
-             skips, sources, os.fspath(work_dir / _STATS_NAME)),
-             skips=beam.pvalue.AsSingleton(skips), sources=beam.pvalue.AsSingleton(sources)))
+        prepared, narrated = _prepare_and_narrate(
+            root, specs, options, narrator, os.fspath(cache_dir or output_dir / CACHE_DIR),
+            batch_size=2 * getattr(checked_narrator.primary, 'max_concurrency', 1))
+        _write_records(narrated.clips, os.fspath(temp_dir), records_per_shard, record_format,
+                       producer)
+        _write_csv_rows(narrated.clips, os.fspath(output_dir / CSV_NAME))
+        _write_run_stats(root, row_skips, [prepared[SKIPPED], narrated[SKIPPED]],
+                         narrated.clips, os.fspath(stats_path))
 
-    pipeline.publish_records(temp_dir, output_dir / pipeline.RECORDS_DIR)
-    with open(work_dir / _STATS_NAME, encoding='utf-8') as file:
-        stats = json.load(file)
-    skips = sorted((Skip(**skip) for skip in stats['skips']), key=lambda skip: skip.line)
-    source_counts = collections.Counter({(source, from_cache): count
-                                         for source, from_cache, count in stats['sources']})
-    written = sum(source_counts.values())
-    seconds = time.monotonic() - started
-    report = RunReport(
-        runner='beam', rows=len(items), resumed=0, stages=stage_counts(len(items), 0, skips),
-        skips=skips, narrator=narrator_counts(checked_narrator.name, checked_narrator.model,
-                                              source_counts),
-        clips_written=written, seconds=round(seconds, 3),
-        clips_per_second=round(written / seconds, 3) if seconds > 0 else 0.0,
-        outputs=pipeline.output_paths(output_dir))
+    publish_records(temp_dir, output_dir / RECORDS_DIR)
+    skips, sources = _read_stats(stats_path)
+    report = build_run_report('beam', rows=len(items), resumed=0, skips=skips,
+                              narrator=checked_narrator, sources=sources,
+                              processed=sum(sources.values()), started=started,
+                              outputs=output_paths(output_dir))
     write_report(output_dir, report)
     return report
+
+
+def _fresh_records_dir(output_dir: Path) -> Path:
+    """An empty directory the shards are written to before `publish_records`."""
+    temp_dir = output_dir / f'.{RECORDS_DIR}.tmp'
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    temp_dir.mkdir()
+    return temp_dir
+
+
+def _prepare_and_narrate(root, specs: list[ClipSpec], options: PipelineOptions,
+                         narrator: NarratorSpec, cache_dir: str, batch_size: int):
+    """The prepared and the narrated clips (`clips` outputs, and `SKIPPED` ones)."""
+    prepared = (root
+                | 'Clips' >> beam.Create(specs)
+                | 'Prepare' >> beam.ParDo(_Prepare(options)).with_outputs(SKIPPED,
+                                                                          main='clips'))
+    narrated = (prepared.clips
+                | 'Batch' >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
+                | 'Narrate' >> beam.ParDo(_Narrate(narrator, cache_dir, options.smoothing)
+                                          ).with_outputs(SKIPPED, main='clips'))
+    return prepared, narrated
+
+
+def _write_records(finished, records_dir: str, records_per_shard: int, record_format: str,
+                   producer: dict) -> None:
+    """Each clip's shard from its rank in input order; the shards, then the manifest."""
+    lines = (finished
+             | 'Lines' >> beam.Map(lambda clip: clip.line)
+             | 'AllLines' >> beam.combiners.ToList()
+             | 'Sorted' >> beam.Map(sorted))
+    lines_input = beam.pvalue.AsSingleton(lines)
+    (finished
+     | 'KeyByShard' >> beam.Map(lambda clip, lines: (
+         _shard_of(clip, lines, records_per_shard), clip), lines=lines_input)
+     | 'GroupShards' >> beam.GroupByKey()
+     | 'WriteShards' >> beam.Map(
+         _write_shard, lines=lines_input, records_dir=records_dir,
+         records_per_shard=records_per_shard, record_format=record_format, producer=producer)
+     | 'AllShards' >> beam.combiners.ToList()
+     | 'WriteManifest' >> beam.Map(_write_manifest, records_dir=records_dir,
+                                   record_format=record_format, producer=producer))
+
+
+def _write_csv_rows(finished, path: str) -> None:
+    (finished
+     | 'CsvRows' >> beam.Map(lambda clip: (clip.line, csv_row(clip)))
+     | 'AllRows' >> beam.combiners.ToList()
+     | 'WriteCsv' >> beam.Map(_write_csv, path=path))
+
+
+def _write_run_stats(root, row_skips: list[Skip], skipped: list, finished, path: str) -> None:
+    """Every skip (table rows, then the stages' `skipped` outputs) and the narration sources
+    of the finished clips, for the report."""
+    skips = ((root | 'RowSkips' >> beam.Create(row_skips), *skipped)
+             | 'Skips' >> beam.Flatten()
+             | 'AllSkips' >> beam.combiners.ToList())
+    sources = (finished
+               | 'Sources' >> beam.Map(lambda clip: (clip.narration_source, clip.from_cache))
+               | 'CountSources' >> beam.combiners.Count.PerElement()
+               | 'AllSources' >> beam.combiners.ToList())
+    (root
+     | 'Once' >> beam.Create([None])
+     | 'WriteStats' >> beam.Map(lambda _, skips, sources: _write_stats(skips, sources, path),
+                                skips=beam.pvalue.AsSingleton(skips),
+                                sources=beam.pvalue.AsSingleton(sources)))

@@ -27,10 +27,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from egovideo_jax.hod.detections import FrameDetections, frame_to_dict
+from egovideo_jax.hod.detections import FrameDetections
+from egovideo_jax.hod.jsonl_detections import frame_to_dict
 from egovideo_jax.hod.prompt import PROMPT_VERSION
+from egovideo_jax.io.atomic import write_bytes_atomically, write_json_atomically
 from egovideo_jax.records import tfrecord
-from egovideo_jax.io.atomic import write_bytes_atomically
 
 CACHE_FORMAT = 1
 
@@ -86,8 +87,7 @@ class NarrationCache:
     def put(self, key: str, narration: CachedNarration) -> None:
         path = self.path(key)
         path.parent.mkdir(exist_ok=True)
-        write_bytes_atomically(os.fspath(path),
-                               json.dumps(dataclasses.asdict(narration)).encode('utf-8'))
+        write_json_atomically(path, dataclasses.asdict(narration))
 
     def __len__(self) -> int:
         return sum(1 for _ in self.root.glob('*/*.json'))

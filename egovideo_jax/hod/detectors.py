@@ -2,7 +2,7 @@
 
 `FrameDetector.detect(frames, frame_numbers=None) -> list[FrameDetections]`: `frames` uint8
 [N, H, W, 3] RGB; one result per frame, numbered `frame_numbers[i]` (default i). Results can
-be written with `detections.write_jsonl` and read back through the `jsonl` source.
+be written with `jsonl_detections.write_jsonl` and read back through the `jsonl` source.
 `FRAME_DETECTORS` / `make_frame_detector(name, **options)` name them for configs.
 
 Each back-end imports its library when constructed and otherwise raises an ImportError that
@@ -37,8 +37,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from egovideo_jax.hod.detections import (HAND_SIDES, HAND_STATES, BBox, FrameDetections,
-                                         HandDetection, ObjectDetection)
+from egovideo_jax.hod.detections import (
+    HAND_SIDES,
+    HAND_STATES,
+    BBox,
+    FrameDetections,
+    HandDetection,
+    ObjectDetection,
+)
 
 INSTALL_HINT = ('pip install -r requirements-hod-detectors.txt, in an environment of its own: '
                 'mediapipe==0.10.21 needs numpy<2 and protobuf<5, which the core stack does '

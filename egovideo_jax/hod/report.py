@@ -11,9 +11,10 @@ import collections
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterable
 
-from egovideo_jax.io.atomic import write_bytes_atomically
+from egovideo_jax.io.atomic import write_json_atomically
 
 STAGES = ('clips', 'frames', 'detections', 'tracks', 'narration', 'records')
 REPORT_NAME = 'report.json'
@@ -114,9 +115,25 @@ def narrator_counts(name: str, model: str,
     return counts
 
 
+def build_run_report(runner: str, *, rows: int, resumed: int, skips: Iterable[Skip], narrator,
+                     sources: collections.Counter[tuple[str, bool]], processed: int,
+                     started: float, outputs: dict[str, str]) -> RunReport:
+    """The report of a finished run, from either runner: `narrator` has the `name` and `model`,
+    `sources` counts the written clips as `narrator_counts` takes them, `processed` is the
+    clips that went through the stages in this run and `started` its `time.monotonic()`."""
+    skips = sorted(skips, key=lambda skip: skip.line)
+    seconds = time.monotonic() - started
+    return RunReport(
+        runner=runner, rows=rows, resumed=resumed, stages=stage_counts(rows, resumed, skips),
+        skips=skips, narrator=narrator_counts(narrator.name, narrator.model, sources),
+        clips_written=sum(sources.values()), seconds=round(seconds, 3),
+        clips_per_second=round(processed / seconds, 3) if seconds > 0 else 0.0,
+        outputs=outputs)
+
+
 def write_report(directory: str | os.PathLike, report: RunReport) -> str:
     path = os.path.join(os.fspath(directory), REPORT_NAME)
-    write_bytes_atomically(path, (json.dumps(report.to_json(), indent=2) + '\n').encode())
+    write_json_atomically(path, report.to_json(), indent=2)
     return path
 
 

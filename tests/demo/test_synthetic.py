@@ -9,7 +9,8 @@ import pytest
 
 from egovideo_jax.demo.source import (ACTION_FIELDS, NARRATION_FIELDS, clip_seed,
                                           write_demo_source)
-from egovideo_jax.hod.detections import PORTABLE_OBJECT, read_epic_pickle
+from egovideo_jax.hod.detections import PORTABLE_OBJECT
+from egovideo_jax.hod.epic_detections import read_epic_pickle
 from egovideo_jax.demo.synthetic import (ACTIONS, COLORS, FAST_MOTION_PAIRS, ActionSpec,
                                         demo_objects,
                                         render_clip, sample_action_specs)

@@ -6,9 +6,11 @@ import pytest
 
 pytest.importorskip('apache_beam')
 
-from egovideo_jax.hod import beam, pipeline  # noqa: E402
-from egovideo_jax.demo.source import write_demo_source  # noqa: E402
-from egovideo_jax.records import open_dataset, verify_dataset  # noqa: E402
+from egovideo_jax.demo.source import write_demo_source
+from egovideo_jax.hod import beam, pipeline
+from egovideo_jax.hod.options import PipelineOptions
+from egovideo_jax.hod.outputs import CSV_NAME
+from egovideo_jax.records import open_dataset, verify_dataset
 
 NUM_CLIPS = 7
 
@@ -20,9 +22,9 @@ def source(tmp_path_factory):
     table = root / 'table.csv'
     table.write_text((root / 'narrations.csv').read_text()
                      + 'missing_video,0.0,2.0,#C C takes the cup,demo\nonly,two\n')
-    options = pipeline.PipelineOptions(video_root=os.fspath(info.videos_dir),
-                                       detection_root=os.fspath(info.detections_dir),
-                                       frames_per_clip=6, short_side=64)
+    options = PipelineOptions(video_root=os.fspath(info.videos_dir),
+                              detection_root=os.fspath(info.detections_dir),
+                              frames_per_clip=6, short_side=64)
     return table, options
 
 
@@ -65,8 +67,8 @@ def test_beam_writes_what_the_in_process_runner_writes(runs):
     for key in ('num_records', 'shards', 'frames_per_clip', 'frame_sizes', 'fps',
                 'narration_fields'):
         assert manifests[0][key] == manifests[1][key], key
-    assert ((tmp_path / 'local' / pipeline.CSV_NAME).read_text()
-            == (tmp_path / 'beam' / pipeline.CSV_NAME).read_text())
+    assert ((tmp_path / 'local' / CSV_NAME).read_text()
+            == (tmp_path / 'beam' / CSV_NAME).read_text())
 
     assert distributed.runner == 'beam' and local.runner == 'inprocess'
     assert distributed.stages == local.stages and distributed.narrator == local.narrator

@@ -16,14 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from egovideo_jax.demo.source import write_demo_source, write_video
+from egovideo_jax.demo.synthetic import render_clip, sample_action_specs
+from egovideo_jax.hod import clips as hod_clips
 from egovideo_jax.hod import pipeline
 from egovideo_jax.hod.cache import NarrationCache
-from egovideo_jax.demo.source import write_demo_source, write_video
-from egovideo_jax.hod.detections import FrameDetections, write_epic_pickle
+from egovideo_jax.hod.detections import FrameDetections
+from egovideo_jax.hod.epic_detections import write_epic_pickle
 from egovideo_jax.hod.narrators.rules import RulesNarrator
 from egovideo_jax.hod.narrators.validated import ValidatedNarrator
+from egovideo_jax.hod.options import PipelineOptions
+from egovideo_jax.hod.outputs import CSV_NAME
 from egovideo_jax.hod.report import read_report
-from egovideo_jax.demo.synthetic import render_clip, sample_action_specs
+from egovideo_jax.hod.stages import FileDetections
 from egovideo_jax.records import open_dataset, verify_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,18 +60,18 @@ def source(tmp_path_factory):
               'undetected,0.0,3.0,#C C takes the cup,demo']
     table.write_text('\n'.join(lines) + '\n')
     return {'root': root, 'info': info, 'table': table,
-            'options': pipeline.PipelineOptions(
+            'options': PipelineOptions(
                 video_root=os.fspath(videos), detection_root=os.fspath(detections),
                 frames_per_clip=8, short_side=SIZE)}
 
 
 EXPECTED_SKIPS = {  # video_id -> (stage, reason)
-    'missing_video': ('frames', pipeline.MISSING_VIDEO),
-    'only': ('clips', pipeline.MALFORMED_ROW),
-    'demo_train_00000:10': ('frames', pipeline.CLIP_OUTSIDE_VIDEO),
-    'no_hands': ('detections', pipeline.EMPTY_DETECTIONS),
-    'corrupt': ('frames', pipeline.CORRUPT_VIDEO),
-    'undetected': ('detections', pipeline.MISSING_DETECTIONS),
+    'missing_video': ('frames', hod_clips.MISSING_VIDEO),
+    'only': ('clips', hod_clips.MALFORMED_ROW),
+    'demo_train_00000:10': ('frames', hod_clips.CLIP_OUTSIDE_VIDEO),
+    'no_hands': ('detections', hod_clips.EMPTY_DETECTIONS),
+    'corrupt': ('frames', hod_clips.CORRUPT_VIDEO),
+    'undetected': ('detections', hod_clips.MISSING_DETECTIONS),
 }
 
 
@@ -121,7 +126,7 @@ def test_records_hold_frames_tracks_and_hod_narrations(rules_run, source):
 
 def test_csv_is_the_reference_format(rules_run):
     out, _ = rules_run
-    rows = read_csv(out / pipeline.CSV_NAME)
+    rows = read_csv(out / CSV_NAME)
     assert rows[0] == ['video_id', 'start_second', 'end_second', 'text', 'dataset']
     dataset = open_dataset(out / 'records')
     assert len(rows) == 1 + len(dataset)
@@ -148,7 +153,8 @@ def test_report_counts_stages_and_names_skipped_clips(rules_run):
         assert (skip.stage, skip.reason) == EXPECTED_SKIPS[key], skip
         assert key.split(':')[0] in skip.message()
     summary = report.summary()
-    for reason in (pipeline.MISSING_VIDEO, pipeline.EMPTY_DETECTIONS, pipeline.MALFORMED_ROW):
+    for reason in (hod_clips.MISSING_VIDEO, hod_clips.EMPTY_DETECTIONS,
+                   hod_clips.MALFORMED_ROW):
         assert reason in summary
     assert 'clips/s' in summary and 'missing_video' in summary
 
@@ -165,8 +171,8 @@ def test_cache_and_finished_store_avoid_repeated_narrator_calls(source, tmp_path
     report = pipeline.run_pipeline(source['table'], tmp_path / 'b', source['options'], again,
                                    cache_dir=cache_dir, progress=False)
     assert again.calls == 0 and report.narrator['from_cache'] == NUM_CLIPS
-    assert read_csv(tmp_path / 'a' / pipeline.CSV_NAME) == read_csv(
-        tmp_path / 'b' / pipeline.CSV_NAME)
+    assert read_csv(tmp_path / 'a' / CSV_NAME) == read_csv(
+        tmp_path / 'b' / CSV_NAME)
 
     resumed = CountingNarrator()  # the same output directory: nothing is made again
     report = pipeline.run_pipeline(source['table'], tmp_path / 'a', source['options'], resumed,
@@ -184,7 +190,7 @@ def test_cache_and_finished_store_avoid_repeated_narrator_calls(source, tmp_path
 def test_restart_with_other_arguments_is_refused(source, tmp_path):
     pipeline.run_pipeline(source['table'], tmp_path, source['options'], CountingNarrator(),
                           progress=False)
-    changed = pipeline.PipelineOptions(**{**source['options'].__dict__, 'frames_per_clip': 4})
+    changed = PipelineOptions(**{**source['options'].__dict__, 'frames_per_clip': 4})
     with pytest.raises(ValueError, match='options.frames_per_clip'):
         pipeline.run_pipeline(source['table'], tmp_path, changed, CountingNarrator(),
                               progress=False)
@@ -198,7 +204,7 @@ def test_invalid_answers_fall_back_to_rules_and_are_not_cached(source, rules_run
     assert garbage.calls == 2 * NUM_CLIPS  # first try + one retry per clip
     assert report.narrator['fallback'] == NUM_CLIPS and report.narrator['primary'] == 0
     assert len(NarrationCache(tmp_path / 'cache')) == 0
-    assert read_csv(tmp_path / pipeline.CSV_NAME) == read_csv(rules_run[0] / pipeline.CSV_NAME)
+    assert read_csv(tmp_path / CSV_NAME) == read_csv(rules_run[0] / CSV_NAME)
 
 
 def test_narrator_failure_skips_only_that_clip(source, tmp_path):
@@ -219,7 +225,7 @@ def test_narrator_failure_skips_only_that_clip(source, tmp_path):
         ValidatedNarrator(broken, fallback=broken, retries=0), progress=False)
     narration_skips = [skip for skip in report.skips if skip.stage == 'narration']
     assert len(narration_skips) == unique >= 1
-    assert narration_skips[0].reason == pipeline.NARRATOR_FAILURE
+    assert narration_skips[0].reason == hod_clips.NARRATOR_FAILURE
     assert 'fallback broke' in narration_skips[0].detail
     assert report.clips_written == NUM_CLIPS - unique
 
@@ -232,12 +238,12 @@ def test_epic_annotation_tables_are_read(tmp_path):
         'P01_01_0,P01,P01_01,00:00:01.089,00:00:00.14,00:00:03.37,8,202,open door,open\n'
         'P01_01_1,P01,P01_01,00:00:02.629,00:01:04.22,00:01:05.06,,,turn on light\n'
         'P01_01_2,P01,P01_01,00:00:05.349,00:00:04.37,later,262,370,close door,close\n')
-    spec, short_row, bad_time = pipeline.read_clip_specs(table)
+    spec, short_row, bad_time = hod_clips.read_clip_specs(table)
     assert spec.clip_id == 'P01_01:0.140-3.370#2'
     assert (spec.video_id, spec.start, spec.end, spec.narration, spec.source) == (
         'P01_01', 0.14, 3.37, 'open door', 'epic')
-    assert (short_row.line, short_row.reason) == (3, pipeline.MALFORMED_ROW)
-    assert bad_time.reason == pipeline.BAD_TIMES and "'later'" in bad_time.detail
+    assert (short_row.line, short_row.reason) == (3, hod_clips.MALFORMED_ROW)
+    assert bad_time.reason == hod_clips.BAD_TIMES and "'later'" in bad_time.detail
 
 
 def test_frame_times_map_to_detection_frame_numbers():
@@ -249,12 +255,12 @@ def test_frame_times_map_to_detection_frame_numbers():
             return {number: FrameDetections(number) for number in numbers if number != 3}
 
     times = np.array([0.0, 1 / 15, 2 / 15, 4 / 15], np.float32)
-    found = pipeline.FileDetections(Source())('v', [], times, 15.0)
+    found = FileDetections(Source())('v', [], times, 15.0)
     assert asked[-1] == [1, 2, 3, 5] and found[2] is None and found[3].frame_number == 5
-    pipeline.FileDetections(Source(), fps=60.0)('v', [], times, 15.0)
+    FileDetections(Source(), fps=60.0)('v', [], times, 15.0)
     assert asked[-1] == [1, 5, 9, 17]  # detections numbered at 60 fps, video at 15
-    with pytest.raises(pipeline.ClipSkipped, match='frame rate'):
-        pipeline.FileDetections(Source())('v', [], times, 0.0)
+    with pytest.raises(hod_clips.ClipSkipped, match='frame rate'):
+        FileDetections(Source())('v', [], times, 0.0)
 
 
 def test_live_detector_runs_on_the_stored_frames(source, tmp_path, monkeypatch):
@@ -272,9 +278,9 @@ def test_live_detector_runs_on_the_stored_frames(source, tmp_path, monkeypatch):
             return [FrameDetections(number, (hand, weak)) for number in frame_numbers]
 
     monkeypatch.setitem(detectors.FRAME_DETECTORS, 'stub', StubDetector)
-    options = pipeline.PipelineOptions(video_root=source['options'].video_root,
-                                       detection_source='detector', detector='stub',
-                                       frames_per_clip=4, short_side=SIZE)
+    options = PipelineOptions(video_root=source['options'].video_root,
+                              detection_source='detector', detector='stub',
+                              frames_per_clip=4, short_side=SIZE)
     table = tmp_path / 'table.csv'
     table.write_text(f'{source["info"].video_ids[0]},0.0,3.0,#C C waves\n')
     report = pipeline.run_pipeline(table, tmp_path / 'out', options, progress=False)
@@ -299,9 +305,9 @@ def test_chunked_store_gives_the_same_clip_as_the_whole_video(tmp_path):
     table.write_text('v,0.45,1.65,#C C takes the cup\n')  # spans both chunks, no ties
     records = []
     for root in (whole, chunked):
-        options = pipeline.PipelineOptions(video_root=os.fspath(root),
-                                           detection_root=os.fspath(found), frames_per_clip=6,
-                                           short_side=64, chunk_seconds=1.0)
+        options = PipelineOptions(video_root=os.fspath(root),
+                                  detection_root=os.fspath(found), frames_per_clip=6,
+                                  short_side=64, chunk_seconds=1.0)
         pipeline.run_pipeline(table, tmp_path / root.name / 'out', options, progress=False)
         records.append(open_dataset(tmp_path / root.name / 'out' / 'records').decode(0))
     np.testing.assert_allclose(records[0]['frame_times'], records[1]['frame_times'], atol=1e-6)
@@ -395,7 +401,7 @@ def test_killed_run_resumes_with_every_clip_exactly_once(source, tmp_path):
     dataset = open_dataset(out / 'records')
     clip_ids = [dataset.decode(index)['clip_id'] for index in range(len(dataset))]
     assert len(clip_ids) == len(set(clip_ids)) == NUM_CLIPS
-    rows = read_csv(out / pipeline.CSV_NAME)[1:]
+    rows = read_csv(out / CSV_NAME)[1:]
     assert sorted(row[0] for row in rows) == sorted(source['info'].video_ids)
     assert all(ast.literal_eval(row[3]) == [FakeChatServer.ANSWER] for row in rows)
     assert verify_dataset(out / 'records') == []
