@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from egovideo_jax.demo.synthetic import ACTIONS, ActionSpec
+from egovideo_jax.demo.actions import ACTIONS, ActionSpec
 from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
 from egovideo_jax.evaluate.metrics import mir_map
 from egovideo_jax.evaluate.registry import Evaluator, percent, register

@@ -21,8 +21,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from egovideo_jax.demo.actions import ActionSpec, sample_action_specs
+from egovideo_jax.demo.synthetic import render_clip
 from egovideo_jax.hod.epic_detections import write_epic_pickle
-from egovideo_jax.demo.synthetic import ActionSpec, render_clip, sample_action_specs
 
 SPLITS = ('train', 'heldout')
 DATASET_NAME = 'demo'
@@ -80,7 +81,7 @@ def write_demo_source(out_dir: str | os.PathLike, num_clips: int, seed: int, spl
                       num_objects: int = 0) -> DemoSourceInfo:
     """Renders `num_clips` clips of `split` ('train' or 'heldout') into `out_dir` (layout in
     the module docstring), on `workers` processes, drawing objects from
-    `synthetic.demo_objects(num_objects)` (0: all 30). Deterministic in the arguments except
+    `actions.demo_objects(num_objects)` (0: all 30). Deterministic in the arguments except
     `workers`; video ids are `demo_{split}_{index:05d}`."""
     if split not in SPLITS:
         raise ValueError(f'split: expected one of {SPLITS}, got {split!r}')

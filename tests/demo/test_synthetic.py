@@ -7,13 +7,13 @@ import csv
 import numpy as np
 import pytest
 
+from egovideo_jax.demo.actions import (ACTIONS, COLORS, FAST_MOTION_PAIRS, ActionSpec,
+                                       demo_objects, sample_action_specs)
 from egovideo_jax.demo.source import (ACTION_FIELDS, NARRATION_FIELDS, clip_seed,
                                           write_demo_source)
+from egovideo_jax.demo.synthetic import render_clip
 from egovideo_jax.hod.detections import PORTABLE_OBJECT
 from egovideo_jax.hod.epic_detections import read_epic_pickle
-from egovideo_jax.demo.synthetic import (ACTIONS, COLORS, FAST_MOTION_PAIRS, ActionSpec,
-                                        demo_objects,
-                                        render_clip, sample_action_specs)
 from egovideo_jax.media.sampling import sample_eval
 from egovideo_jax.media.video import read_frames, video_info
 

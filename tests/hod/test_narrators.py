@@ -12,20 +12,15 @@ import time
 import traceback
 
 import pytest
+from tests.hod.test_rules import SCENARIOS, TIMES
 
 from egovideo_jax.hod import narrators, prompt
 from egovideo_jax.hod.motion import motion_facts
 from egovideo_jax.hod.narrators import openai as openai_narrator
 from egovideo_jax.hod.narrators.openai import NarratorError, OpenAINarrator
 from egovideo_jax.hod.narrators.rules import RulesNarrator
-from egovideo_jax.hod.narrators.validated import (
-    FALLBACK,
-    PRIMARY,
-    NarrationResult,
-    ValidatedNarrator,
-    clean_answer,
-)
-from tests.hod.test_rules import SCENARIOS, TIMES
+from egovideo_jax.hod.narrators.validated import (FALLBACK, PRIMARY, NarrationResult,
+                                                   ValidatedNarrator, clean_answer)
 
 SECRET = 'sk-test-6f1d0c2e-never-print-me'
 MODEL = 'fake-model'

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from egovideo_jax.demo.actions import sample_action_specs
 from egovideo_jax.demo.source import write_demo_source, write_video
-from egovideo_jax.demo.synthetic import render_clip, sample_action_specs
+from egovideo_jax.demo.synthetic import render_clip
 from egovideo_jax.hod import clips as hod_clips
 from egovideo_jax.hod import pipeline
 from egovideo_jax.hod.cache import NarrationCache
