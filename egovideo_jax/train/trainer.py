@@ -1,4 +1,5 @@
-"""The co-training loop: one readable function from config to checkpoints and curves."""
+"""The co-training loop: `train` takes a config to checkpoints, curves and the report;
+`TrainingRun` holds one run's pieces and the named steps of its loop."""
 from __future__ import annotations
 
 import math
@@ -11,17 +12,18 @@ import jax
 
 from egovideo_jax.convert.checkpoints import load_params
 from egovideo_jax.evaluate.registry import build_evaluators
-from egovideo_jax.parallel.batching import DevicePrefetcher, global_batch
-from egovideo_jax.input.pipeline import DataConfig, input_stats, make_iterator
+from egovideo_jax.input.config import DataConfig
+from egovideo_jax.input.pipeline import input_stats, make_iterator
 from egovideo_jax.model.layout import stack_layers
-from egovideo_jax.records.dataset import open_dataset
 from egovideo_jax.parallel import sharding
+from egovideo_jax.parallel.batching import DevicePrefetcher, global_batch
+from egovideo_jax.records.dataset import open_dataset
 from egovideo_jax.train.checkpoint import Checkpointer
 from egovideo_jax.train.flops import model_flops_from_config
 from egovideo_jax.train.metrics import MetricLogger, peak_flops
 from egovideo_jax.train.preemption import PreemptionWatcher
 from egovideo_jax.train.report import write_report
-from egovideo_jax.train.setup import TrainSetup, make_setup
+from egovideo_jax.train.setup import make_setup
 
 MODEL_INPUTS = ('slow', 'fast', 'tokens')
 DISTRIBUTED_ENV = ('JAX_COORDINATOR_ADDRESS', 'MEGASCALE_COORDINATOR_ADDRESS')
@@ -59,8 +61,6 @@ def data_config_from(config, path: str, train: bool) -> DataConfig:
         max_skip_fraction=data.max_skip_fraction, seed=config.seed, tokenizer=data.tokenizer)
 
 
-
-
 def evaluator_sections(config, verbose: bool) -> dict:
     """`config.evals` less a demo evaluator that has no held-out records (when `data.train`
     was given instead of building the demo data), which is reported."""
@@ -91,10 +91,6 @@ def initial_params(config, verbose: bool):
     return stack_layers(params) if config.model.scan_layers else params
 
 
-def _host_metrics(metrics) -> dict[str, float]:
-    return {k: float(v) for k, v in jax.device_get(metrics).items()}
-
-
 def train(config, workdir: str | os.PathLike,
           hooks: Sequence[Callable[[int, Any, Any], None]] = ()) -> dict[str, float]:
     """Trains per `config` (configs/cotrain.py); resumes from `workdir` when it holds a
@@ -103,77 +99,124 @@ def train(config, workdir: str | os.PathLike,
     the report (train/report.py). Returns the last logged metrics."""
     started = time.time()
     maybe_initialize_distributed()
-    workdir = Path(workdir)
-    is_lead = jax.process_index() == 0
-    mesh = sharding.make_mesh(config.mesh)
-
-    dataset = open_dataset(config.data.train)
-    total_steps = total_steps_of(config, len(dataset))
-    data_config = data_config_from(config, config.data.train, train=True)
-    iterator = make_iterator(data_config, train=True, seed=config.seed,
-                             process_index=jax.process_index(),
-                             process_count=jax.process_count())
-    setup = make_setup(config, mesh, total_steps)
-    model_config = setup.model_config
-    state = setup.create_state(config.seed, initial_params(config, is_lead))
-    checkpointer = Checkpointer(workdir / 'checkpoints', **config.checkpoint.to_dict())
-    start_step = checkpointer.latest_step() or 0
-    if start_step:
-        state = checkpointer.restore(start_step, state, iterator)
-        if is_lead:
-            print(f'resumed from {checkpointer.path(start_step)} at step {start_step}')
-    batches = DevicePrefetcher(iterator, lambda local: global_batch(
-        {k: local[k] for k in MODEL_INPUTS if k in local}, mesh))
-
-    evaluators = build_evaluators(evaluator_sections(config, verbose=is_lead),
-                                  workdir=workdir / 'eval', mesh=mesh)
-    logger = MetricLogger(workdir, total_steps, enabled=is_lead)
-    throughput = Throughput(config, mesh)
-    eval_metrics: dict[str, float] = {}  # the latest of every evaluator, for keep_best
-    last_metrics: dict[str, float] = {}
-    step = start_step
-    stopped = False
+    run = TrainingRun(config, Path(workdir))
     try:
         with PreemptionWatcher() as preemption:
-            compiled = None
-            while step < total_steps:
-                batch = next(batches)
-                if compiled is None:
-                    compiled = setup.step.lower(state, batch).compile()
-                    throughput.restart()
-                state, metrics = compiled(state, batch)
-                step += 1
-                throughput.count_step()
-                for hook in hooks:
-                    hook(step, state, metrics)
-                stopped = preemption.should_stop()
-                if step % config.log_every == 0 or step == total_steps:
-                    _check_finite(step, metrics, checkpointer)
-                    last_metrics = _log_train_step(step, metrics, setup, throughput, batches,
-                                                   logger)
-                for evaluator in evaluators.values():
-                    if evaluator.should_run(step) or step == total_steps:
-                        results = evaluator.run(state.params, module=setup.module)
-                        logger.write(step, results, prefix=f'eval/{evaluator.name}')
-                        eval_metrics.update({f'eval/{evaluator.name}/{name}': float(value)
-                                             for name, value in results.items()})
-                if checkpointer.should_save(step) or stopped or step == total_steps:
-                    _check_finite(step, metrics, checkpointer)
-                    checkpointer.save(step, state, batches, config.to_dict(),
-                                      metrics=dict(eval_metrics) or None, wait=stopped)
-                if stopped:
-                    if is_lead:
-                        print(f'SIGTERM: saved {checkpointer.path(step)}; exiting')
-                    break
+            run.loop(hooks, preemption)
     finally:
-        checkpointer.wait()
-        checkpointer.close()
-        logger.plot_curves()
-        logger.close()
-    if is_lead and step == total_steps and not stopped:
-        write_report(config, workdir, state.params, model_config, step=step,
-                     start_step=start_step, started=started)
-    return last_metrics
+        run.close()
+    if run.is_lead and run.completed:
+        write_report(config, run.workdir, run.state.params, run.setup.model_config,
+                     step=run.step, start_step=run.start_step, started=started)
+    return run.last_metrics
+
+
+class TrainingRun:
+    """One run of `train`: built (and resumed) from the config and the workdir, then stepped
+    by `loop`, which after every training step logs, evaluates, checkpoints and stops on
+    preemption, each when due."""
+
+    def __init__(self, config, workdir: Path):
+        self.config = config
+        self.workdir = workdir
+        self.is_lead = jax.process_index() == 0
+        self.mesh = sharding.make_mesh(config.mesh)
+
+        self.total_steps = total_steps_of(config, len(open_dataset(config.data.train)))
+        iterator = make_iterator(data_config_from(config, config.data.train, train=True),
+                                 train=True, seed=config.seed,
+                                 process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+        self.setup = make_setup(config, self.mesh, self.total_steps)
+        self.state = self.setup.create_state(config.seed, initial_params(config, self.is_lead))
+        self.checkpointer = Checkpointer(workdir / 'checkpoints', **config.checkpoint.to_dict())
+        self.start_step = self.checkpointer.latest_step() or 0
+        if self.start_step:
+            self.state = self.checkpointer.restore(self.start_step, self.state, iterator)
+            if self.is_lead:
+                print(f'resumed from {self.checkpointer.path(self.start_step)} '
+                      f'at step {self.start_step}')
+        self.batches = DevicePrefetcher(iterator, lambda local: global_batch(
+            {k: local[k] for k in MODEL_INPUTS if k in local}, self.mesh))
+
+        self.evaluators = build_evaluators(evaluator_sections(config, verbose=self.is_lead),
+                                           workdir=workdir / 'eval', mesh=self.mesh)
+        self.logger = MetricLogger(workdir, self.total_steps, enabled=self.is_lead)
+        self.throughput = Throughput(config, self.mesh)
+        self.eval_metrics: dict[str, float] = {}  # the latest of every evaluator, for keep_best
+        self.last_metrics: dict[str, float] = {}
+        self.step = self.start_step
+        self.preempted = False
+        self._compiled_step = None
+
+    @property
+    def completed(self) -> bool:
+        return self.step == self.total_steps and not self.preempted
+
+    def loop(self, hooks: Sequence[Callable[[int, Any, Any], None]],
+             preemption: PreemptionWatcher):
+        while self.step < self.total_steps:
+            metrics = self.train_step()
+            for hook in hooks:
+                hook(self.step, self.state, metrics)
+            # Asked of every process at every step: it is a collective on multi-host jobs.
+            self.preempted = preemption.should_stop()
+            self.log(metrics)
+            self.evaluate()
+            self.checkpoint(metrics)
+            if self.preempted:
+                if self.is_lead:
+                    print(f'SIGTERM: saved {self.checkpointer.path(self.step)}; exiting')
+                return
+
+    def train_step(self):
+        batch = next(self.batches)
+        if self._compiled_step is None:  # compiled on the first batch, not counted as a step
+            self._compiled_step = self.setup.step.lower(self.state, batch).compile()
+            self.throughput.restart()
+        self.state, metrics = self._compiled_step(self.state, batch)
+        self.step += 1
+        self.throughput.count_step()
+        return metrics
+
+    def is_last_step(self) -> bool:
+        return self.step == self.total_steps
+
+    def log(self, metrics):
+        if self.step % self.config.log_every and not self.is_last_step():
+            return
+        _check_finite(self.step, metrics, self.checkpointer)
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        values['lr'] = float(self.setup.lr_schedule(self.step - 1))
+        values.update(self.throughput.window())
+        values['skipped_records'] = input_stats(self.batches).skipped
+        self.logger.write(self.step, values)
+        self.logger.console(self.step, values,
+                            eta_seconds=(self.total_steps - self.step) * values['step_time_s'])
+        self.last_metrics = values
+
+    def evaluate(self):
+        for evaluator in self.evaluators.values():
+            if evaluator.should_run(self.step) or self.is_last_step():
+                results = evaluator.run(self.state.params, module=self.setup.module)
+                self.logger.write(self.step, results, prefix=f'eval/{evaluator.name}')
+                self.eval_metrics.update({f'eval/{evaluator.name}/{name}': float(value)
+                                          for name, value in results.items()})
+
+    def checkpoint(self, metrics):
+        if not (self.checkpointer.should_save(self.step) or self.preempted
+                or self.is_last_step()):
+            return
+        _check_finite(self.step, metrics, self.checkpointer)
+        # A preempted job waits for the save: the process is about to be killed.
+        self.checkpointer.save(self.step, self.state, self.batches, self.config.to_dict(),
+                               metrics=dict(self.eval_metrics) or None, wait=self.preempted)
+
+    def close(self):
+        self.checkpointer.wait()
+        self.checkpointer.close()
+        self.logger.plot_curves()
+        self.logger.close()
 
 
 class Throughput:
@@ -200,18 +243,6 @@ class Throughput:
             values['mfu'] = self.model_flops / step_time / self.peak
         self.restart()
         return values
-
-
-def _log_train_step(step: int, metrics, setup: TrainSetup, throughput: Throughput, batches,
-                    logger: MetricLogger) -> dict[str, float]:
-    values = _host_metrics(metrics)
-    values['lr'] = float(setup.lr_schedule(step - 1))
-    values.update(throughput.window())
-    values['skipped_records'] = input_stats(batches).skipped
-    logger.write(step, values)
-    logger.console(step, values,
-                   eta_seconds=(setup.total_steps - step) * values['step_time_s'])
-    return values
 
 
 def _check_finite(step: int, metrics: dict, checkpointer: Checkpointer):
