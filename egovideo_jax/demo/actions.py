@@ -24,6 +24,7 @@ import numpy as np
 
 from egovideo_jax.demo.drawing import rotate
 from egovideo_jax.hod.detections import HAND_SIDES
+from egovideo_jax.io.choices import check_choice
 from egovideo_jax.media.sampling import sample_eval
 
 COLORS = {
@@ -58,14 +59,10 @@ class ActionSpec:
     direction: str | None = None
 
     def __post_init__(self):
-        if self.action not in ACTIONS:
-            raise ValueError(f'action: unknown {self.action!r}; expected one of {list(ACTIONS)}')
-        if self.hand not in HAND_SIDES:
-            raise ValueError(f'hand: expected "left" or "right", got {self.hand!r}')
-        if self.color not in COLORS:
-            raise ValueError(f'color: unknown {self.color!r}; expected one of {list(COLORS)}')
-        if self.kind not in KINDS:
-            raise ValueError(f'kind: unknown {self.kind!r}; expected one of {KINDS}')
+        check_choice(self.action, ACTIONS, 'action')
+        check_choice(self.hand, HAND_SIDES, 'hand')
+        check_choice(self.color, COLORS, 'color')
+        check_choice(self.kind, KINDS, 'kind')
         directions = ACTIONS[self.action].directions
         if (self.direction is None) != (not directions) or (
                 directions and self.direction not in directions):

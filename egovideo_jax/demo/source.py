@@ -24,6 +24,7 @@ import numpy as np
 from egovideo_jax.demo.actions import ActionSpec, sample_action_specs
 from egovideo_jax.demo.synthetic import render_clip
 from egovideo_jax.hod.epic_detections import write_epic_pickle
+from egovideo_jax.io.choices import check_choice
 
 SPLITS = ('train', 'heldout')
 DATASET_NAME = 'demo'
@@ -83,8 +84,7 @@ def write_demo_source(out_dir: str | os.PathLike, num_clips: int, seed: int, spl
     the module docstring), on `workers` processes, drawing objects from
     `actions.demo_objects(num_objects)` (0: all 30). Deterministic in the arguments except
     `workers`; video ids are `demo_{split}_{index:05d}`."""
-    if split not in SPLITS:
-        raise ValueError(f'split: expected one of {SPLITS}, got {split!r}')
+    check_choice(split, SPLITS, 'split')
     if num_clips < 1:
         raise ValueError(f'num_clips: expected >= 1, got {num_clips}')
     if fps != round(fps):
