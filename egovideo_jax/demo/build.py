@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from egovideo_jax.demo import source
-from egovideo_jax.hod.pipeline import NarratorSpec, PipelineOptions, run_pipeline
+from egovideo_jax.hod.options import NarratorSpec, PipelineOptions
+from egovideo_jax.hod.pipeline import run_pipeline
 from egovideo_jax.io.atomic import write_bytes_atomically
 
 DEMO_MANIFEST = 'demo_manifest.json'
