@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import statistics
 import sys
 import time
@@ -111,6 +110,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import jax
+
+    from egovideo_jax.io.atomic import write_json_atomically
     device = jax.devices()[0]
     print(f'{jax.device_count()} x {device.device_kind} ({device.platform}), jax '
           f'{jax.__version__}', flush=True)
@@ -127,11 +128,11 @@ def main(argv=None):
               f"(compile {result['compile_s']:.0f} s, loss {result['loss']:.3f})", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    write_json_atomically(out, {
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(),
         'device_kind': device.device_kind, 'platform': device.platform,
         'device_count': jax.device_count(), 'jax': jax.__version__,
-        'results': results}, indent=2) + '\n')
+        'results': results})
     print(f'wrote {out}')
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import time
@@ -24,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from egovideo_jax.io.atomic import write_json_atomically
 from egovideo_jax.model.transformer import chunked_attention
 from machine_info import machine
 
@@ -115,8 +115,7 @@ def main(argv=None) -> dict:
                           'device': jax.devices()[0].device_kind},
               'sizes': sizes, 'dtype': args.dtype, 'results': rows}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as file:
-        json.dump(report, file, indent=2)
+    write_json_atomically(args.out, report)
     print(f'wrote {args.out}')
     return report
 

@@ -122,6 +122,7 @@ def narration(rng: np.random.Generator) -> str:
 def build_dataset(cache_dir: str, sizes: dict) -> str:
     """The cached benchmark dataset directory (`videos/`, `clips.csv`, `records/`), built
     in a temporary directory and renamed, so an interrupted build is never reused."""
+    from egovideo_jax.io.atomic import write_json_atomically
     key = json.dumps({'version': CACHE_VERSION, **{k: sizes[k] for k in DATASET_KEYS}},
                      sort_keys=True)
     name = 'egovideo_loader_bench-' + hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -157,9 +158,9 @@ def build_dataset(cache_dir: str, sizes: dict) -> str:
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
         filter(None, [repo, os.environ.get('PYTHONPATH')]))}
     subprocess.run(command, check=True, cwd=building, env=env)
-    with open(os.path.join(building, 'sizes.json'), 'w', encoding='utf-8') as file:
-        json.dump({'key': json.loads(key), 'convert_command': command[1:],
-                   'build_seconds': round(time.perf_counter() - started, 1)}, file, indent=2)
+    write_json_atomically(os.path.join(building, 'sizes.json'),
+                          {'key': json.loads(key), 'convert_command': command[1:],
+                           'build_seconds': round(time.perf_counter() - started, 1)})
     try:
         os.rename(building, final)
     except OSError:  # another run finished first
@@ -364,6 +365,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    from egovideo_jax.io.atomic import write_json_atomically
     args = parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
     for key, value in (('seconds', args.seconds), ('max_clips', args.max_clips),
@@ -405,9 +407,7 @@ def main(argv=None) -> int:
         'settings': results,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w', encoding='utf-8') as file:
-        json.dump(report, file, indent=2)
-        file.write('\n')
+    write_json_atomically(args.out, report)
     print(f'wrote {args.out}')
     return 0
 

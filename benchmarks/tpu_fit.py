@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'benchmarks'))
+sys.path[:0] = [str(REPO), str(REPO / 'benchmarks')]
 from machine_info import machine  # noqa: E402
+
+from egovideo_jax.io.atomic import write_json_atomically  # noqa: E402
 
 ROWS = ('b16,stage1,2048', 'b16,stage2,2048', 'b16,joint,2048',
         'l14_336,stage1,512', 'l14_336,stage2,512', 'l14_336,joint,512')
@@ -68,7 +70,7 @@ def compile_cell(row: str, topology: str, num_slices: int, overrides: list[str],
                 'error': f'exit {done.returncode}: {done.stderr.strip()[-800:]}'}
     result = json.loads(path.read_text())
     result.update(row=row, wall_seconds=time.time() - started)
-    path.write_text(json.dumps(result, indent=2) + '\n')
+    write_json_atomically(path, result)
     return result
 
 
@@ -137,9 +139,9 @@ def main(argv=None):
     text = table([cell for cell in every if 'row' in cell])
     print(text)
     (args.out / 'table.md').write_text(text + '\n')
-    (args.out / 'tpu_fit.json').write_text(json.dumps({
+    write_json_atomically(args.out / 'tpu_fit.json', {
         'machine': machine(('jax', 'jaxlib', 'libtpu')), 'overrides': args.override,
-        'cells': every}, indent=2) + '\n')
+        'cells': every})
 
 
 if __name__ == '__main__':

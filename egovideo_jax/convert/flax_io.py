@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import jax
 
+from egovideo_jax.io.atomic import write_json_atomically
+
 METADATA_FILE = 'egovideo.json'
 
 
@@ -24,8 +26,8 @@ def write_params(directory: str | os.PathLike, params: Mapping[str, Any], *, var
         raise FileExistsError(f'{directory / "params"} exists; choose a new output directory')
     directory.mkdir(parents=True, exist_ok=True)
     ocp.PyTreeCheckpointer().save(directory / 'params', jax.device_get(dict(params)))
-    (directory / METADATA_FILE).write_text(json.dumps(
-        {'variant': variant, 'mode': mode, 'num_frames': num_frames}, indent=2))
+    write_json_atomically(directory / METADATA_FILE,
+                          {'variant': variant, 'mode': mode, 'num_frames': num_frames})
 
 
 def read_metadata(directory: str | os.PathLike) -> dict[str, Any] | None:

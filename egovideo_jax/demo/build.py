@@ -9,7 +9,7 @@ from pathlib import Path
 from egovideo_jax.demo import source
 from egovideo_jax.hod.options import NarratorSpec, PipelineOptions
 from egovideo_jax.hod.pipeline import run_pipeline
-from egovideo_jax.io.atomic import write_bytes_atomically
+from egovideo_jax.io.atomic import write_json_atomically
 
 DEMO_MANIFEST = 'demo_manifest.json'
 DEMO_SPLITS = ('train', 'heldout')
@@ -58,8 +58,7 @@ def build_demo_dataset(output_dir: str | os.PathLike, train_clips: int = 600,
                       f'{split}_report': report.outputs['report'],
                       f'{split}_actions': os.fspath(source_dir / 'actions.csv')})
     paths['manifest'] = os.fspath(manifest_path)
-    write_bytes_atomically(os.fspath(manifest_path), json.dumps(
-        {'arguments': arguments, 'paths': paths}, indent=2).encode())
+    write_json_atomically(manifest_path, {'arguments': arguments, 'paths': paths})
     return paths
 
 
@@ -76,8 +75,7 @@ def _render_demo_source(source_dir: Path, num_clips: int, seed: int, split: str,
             return done['num_frames']
     info = source.write_demo_source(source_dir, num_clips, seed, split, size=size,
                                     workers=workers, num_objects=num_objects)
-    write_bytes_atomically(os.fspath(marker), json.dumps(
-        {'arguments': arguments, 'num_frames': info.num_frames}).encode())
+    write_json_atomically(marker, {'arguments': arguments, 'num_frames': info.num_frames})
     return info.num_frames
 
 

@@ -25,18 +25,15 @@ Metrics are percentages. Each run prints a table and, with a `workdir`, writes
 """
 from __future__ import annotations
 
-import json
+import importlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
-
-import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import ml_collections
 
-from egovideo_jax.io.atomic import write_bytes_atomically
+from egovideo_jax.io.atomic import write_json_atomically
 
 if TYPE_CHECKING:
     from jax.sharding import Mesh
@@ -141,8 +138,7 @@ class Evaluator:
             summary = {'benchmark': self.type, 'name': self.name, 'metrics': metrics}
             if self._chance:
                 summary['chance'] = self._chance
-            write_bytes_atomically(str(self.outdir / 'metrics.json'),
-                                   json.dumps(summary, indent=2).encode())
+            write_json_atomically(self.outdir / 'metrics.json', summary)
         return metrics
 
     def chance_levels(self, annotations) -> dict[str, float]:

@@ -37,14 +37,14 @@ imply. Only the data-path fields of `validate()` are skipped; every other config
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from egovideo_jax.io.atomic import write_json_atomically
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/cotrain.py:b16',
                                           'training config file[:variant[,stage]]')
@@ -261,7 +261,7 @@ def main(argv):
     result = analyze(_CONFIG.value, devices, topology=_TOPOLOGY.value)
     print(report(result))
     if _JSON.value:
-        Path(_JSON.value).write_text(json.dumps(result, indent=2) + '\n')
+        write_json_atomically(_JSON.value, result)
 
 
 if __name__ == '__main__':

@@ -24,8 +24,8 @@ from typing import Any
 import jax
 
 from egovideo_jax.convert import torch_io, weights
+from egovideo_jax.io.atomic import write_json_atomically
 from egovideo_jax.model.config import EgoVideoConfig
-from egovideo_jax.io.atomic import write_bytes_atomically
 from egovideo_jax.records.dataset import open_dataset
 
 REPORT_DIR, EXPORT_DIR = 'report', 'export'
@@ -191,8 +191,7 @@ def write_report(config, workdir: str | os.PathLike, params, model_config: EgoVi
              'files': files, 'export_note': export_note}
     readme = report_dir / 'README.md'
     readme.write_text(markdown(facts), encoding='utf-8')
-    write_bytes_atomically(os.fspath(report_dir / 'report.json'),
-                           json.dumps(facts, indent=2).encode())
+    write_json_atomically(report_dir / 'report.json', facts)
     print(f'report: {readme}')
     return readme
 

@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from tests.helpers.eval_fixtures import (BATCH_SIZE, EPIC_TEST_CLIPS, EPIC_VIDEO_FRAMES, FPS, SINGLE_FRAMES,
-                           WRITERS, tiny_model)
 from egovideo_jax.evaluate.metrics import mean_class_accuracy, mir_metrics, topk_accuracy
 from egovideo_jax.evaluate.registry import build_evaluators
 from egovideo_jax.io.safe_pickle import load_array
 from egovideo_jax.media.transforms import eval_transform
 from egovideo_jax.media.video import read_frames, video_info
 from egovideo_jax.model.layout import stack_layers
+from tests.helpers.eval_fixtures import (BATCH_SIZE, EPIC_TEST_CLIPS, EPIC_VIDEO_FRAMES, FPS,
+                                         SINGLE_FRAMES, WRITERS, tiny_model)
 
 METRICS = {
     'ek100_mir': {'map_v2t', 'map_t2v', 'map_mean', 'ndcg_v2t', 'ndcg_t2v', 'ndcg_mean'},
