@@ -9,8 +9,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from egovideo_jax.parallel.sharding import BATCH_AXES
 
-def batch_axes(mesh: Mesh, data_axes: Sequence[str] = ('data', 'fsdp')) -> tuple[str, ...]:
+
+def batch_axes(mesh: Mesh, data_axes: Sequence[str] = BATCH_AXES) -> tuple[str, ...]:
     """The mesh axes that split the batch: those of `data_axes` the mesh has.
 
     Leaving absent axes out lets the same call serve a data-only mesh; at least one must
@@ -24,7 +26,7 @@ def batch_axes(mesh: Mesh, data_axes: Sequence[str] = ('data', 'fsdp')) -> tuple
 
 
 def global_batch(local_batch: dict, mesh: Mesh,
-                 data_axes: Sequence[str] = ('data', 'fsdp')) -> dict:
+                 data_axes: Sequence[str] = BATCH_AXES) -> dict:
     """Each leaf of this host's `local_batch` (leading axis: local examples) becomes one
     global `jax.Array` whose leading axis is `process_count` times longer, sharded over
     `data_axes`. dtypes follow jax's canonicalisation (int64 -> int32 without x64)."""

@@ -54,9 +54,10 @@ def validate(config, num_devices: int, process_count: int = 1, reference=None,
     if data.crop_size != image_size:
         raise ValueError(f'config.data.crop_size={data.crop_size} does not match the '
                          f'{model.variant} model input of {image_size} px')
-    from egovideo_jax.parallel.sharding import mesh_shape  # jax-free callers may skip this part
-    shape = dict(zip(('data', 'fsdp', 'tensor'), mesh_shape(config.mesh, num_devices)))
-    data_parallel = shape['data'] * shape['fsdp']
+    # jax-free callers may skip this part
+    from egovideo_jax.parallel.sharding import BATCH_AXES, MESH_AXES, mesh_shape
+    shape = dict(zip(MESH_AXES, mesh_shape(config.mesh, num_devices)))
+    data_parallel = math.prod(shape[axis] for axis in BATCH_AXES)
     per_step = data_parallel * optim.grad_accum_steps
     if data.batch_size % per_step:
         raise ValueError(f'config.data.batch_size={data.batch_size} is not divisible by the '

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
 from egovideo_jax.parallel.batching import batch_axes as mesh_batch_axes
+from egovideo_jax.parallel.sharding import BATCH_AXES
 
 
 def retrieval_logits(queries: jax.Array, keys: jax.Array, logit_scale: jax.Array) -> jax.Array:
@@ -62,7 +63,7 @@ def naive_contrastive_loss(video: jax.Array, text: jax.Array,
 
 
 def sharded_contrastive_loss(video: jax.Array, text: jax.Array, logit_scale: jax.Array,
-                             mesh: Mesh, batch_axes: Sequence[str] = ('data', 'fsdp')
+                             mesh: Mesh, batch_axes: Sequence[str] = BATCH_AXES
                              ) -> tuple[jax.Array, dict]:
     """`naive_contrastive_loss` with each device holding only a [B/n, B] logit block per
     direction, n being the product of the `batch_axes` present in `mesh`. The batch is sharded
@@ -97,7 +98,7 @@ def sharded_contrastive_loss(video: jax.Array, text: jax.Array, logit_scale: jax
 
 
 def contrastive_loss(video: jax.Array, text: jax.Array, logit_scale: jax.Array,
-                     mesh: Mesh | None = None, batch_axes: Sequence[str] = ('data', 'fsdp')
+                     mesh: Mesh | None = None, batch_axes: Sequence[str] = BATCH_AXES
                      ) -> tuple[jax.Array, dict]:
     """The sharded loss on a multi-device mesh, else the naive one (same numbers)."""
     if mesh is None or mesh.size == 1:
