@@ -6,7 +6,7 @@ import os
 import textwrap
 
 import pytest
-from tests.hod.test_narrators import VALID, clip
+from tests.helpers.hod_scenarios import VALID, clip
 
 from egovideo_jax.hod import narrators, prompt
 from egovideo_jax.hod.narrators.llama_cpp import NarratorCrashed

@@ -18,7 +18,7 @@ import time
 import urllib.request
 
 import pytest
-from tests.hod.test_rules import SCENARIOS, TIMES
+from tests.helpers.hod_scenarios import SCENARIOS, TIMES
 
 from egovideo_jax.hod import narrators
 from egovideo_jax.hod.motion import motion_facts

@@ -12,29 +12,20 @@ import time
 import traceback
 
 import pytest
-from tests.hod.test_rules import SCENARIOS, TIMES
 
 from egovideo_jax.hod import narrators, prompt
-from egovideo_jax.hod.motion import motion_facts
 from egovideo_jax.hod.narrators import openai as openai_narrator
 from egovideo_jax.hod.narrators.openai import NarratorError, OpenAINarrator
 from egovideo_jax.hod.narrators.rules import RulesNarrator
+from tests.helpers.hod_scenarios import TIMES, VALID, clip
 from egovideo_jax.hod.narrators.validated import (FALLBACK, PRIMARY, NarrationResult,
                                                    ValidatedNarrator, clean_answer)
 
 SECRET = 'sk-test-6f1d0c2e-never-print-me'
 MODEL = 'fake-model'
-# Valid for the `pick_and_move_left` clip: the right hand takes the cup and moves it left.
-VALID = 'C picks up the red cup with the right hand and moves it to the left.'
 WRONG_HAND = 'C picks up the red cup with the left hand and moves it to the left.'
 GARBAGE = '[0.25, 0.55, 0.35, 0.65] -> [0.65, 0.55] ## ## ##'
 RETRY_AFTER_SECONDS = 2
-
-
-def clip(name='pick_and_move_left'):
-    narration, make_tracks, _ = SCENARIOS[name]
-    tracks = make_tracks()
-    return narration, tracks, motion_facts(tracks, TIMES)
 
 
 # ----------------------------------------------------------------------------- fake server
