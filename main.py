@@ -23,6 +23,7 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     logging.set_verbosity(logging.WARNING)  # Orbax reports every file it writes at INFO
     import jax
+
     from egovideo_jax.demo.build import prepare_demo_data
     from egovideo_jax.train.config_checks import validate
     from egovideo_jax.train.trainer import maybe_initialize_distributed, train

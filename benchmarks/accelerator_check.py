@@ -40,8 +40,8 @@ def run_setting(name: str, args) -> dict:
     import numpy as np
 
     from configs.cotrain import get_config
-    from egovideo_jax.parallel.batching import global_batch
     from egovideo_jax.parallel import sharding
+    from egovideo_jax.parallel.batching import global_batch
     from egovideo_jax.train.flops import model_flops_from_config
     from egovideo_jax.train.metrics import peak_flops
     from egovideo_jax.train.setup import make_setup

@@ -22,10 +22,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from machine_info import machine
 
 from egovideo_jax.io.atomic import write_json_atomically
 from egovideo_jax.model.transformer import chunked_attention
-from machine_info import machine
 
 FULL = dict(batch=2, length=3137, heads=12, head_dim=64, repeats=3)
 QUICK = dict(batch=1, length=300, heads=2, head_dim=16, repeats=2)

@@ -36,9 +36,8 @@ import time
 
 import av
 import numpy as np
-from PIL import Image
-
 from machine_info import machine
+from PIL import Image
 
 PACKAGES = ('grain', 'av', 'numpy', 'pillow', 'jax')  # versions recorded in the JSON
 
@@ -213,7 +212,7 @@ class Meter:
         for child in self._process.children(recursive=True):
             try:
                 total += sum(child.cpu_times()[:2])
-            except Exception:  # noqa: BLE001  (a child that just exited)
+            except Exception:
                 pass
         return total
 
@@ -278,9 +277,7 @@ def mp4_train_example(path: str, text: str, rng: np.random.Generator, crop: int,
     train-sampled indices over the whole video, one decode pass, a random resized crop per
     branch, one flip, normalisation, tokens."""
     from egovideo_jax.input import augment
-    from egovideo_jax.media import sampling
-    from egovideo_jax.media import transforms
-    from egovideo_jax.media import video
+    from egovideo_jax.media import sampling, transforms, video
     num_frames, _ = video.video_info(path)
     branches = {'slow': sampling.sample_train(0, num_frames, NUM_FRAMES, rng),
                 'fast': sampling.sample_train(0, num_frames, FAST_FRAMES, rng)}

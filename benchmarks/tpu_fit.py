@@ -26,9 +26,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / 'benchmarks')]
-from machine_info import machine  # noqa: E402
+from machine_info import machine
 
-from egovideo_jax.io.atomic import write_json_atomically  # noqa: E402
+from egovideo_jax.io.atomic import write_json_atomically
 
 ROWS = ('b16,stage1,2048', 'b16,stage2,2048', 'b16,joint,2048',
         'l14_336,stage1,512', 'l14_336,stage2,512', 'l14_336,joint,512')

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -251,9 +250,11 @@ def main(argv=None) -> dict:
           'seconds per step (all threads).')
     if hasattr(os, 'getloadavg'):  # other work on the host skews CPU timings: say how much
         env['load_average_at_end'] = list(os.getloadavg())
+    from egovideo_jax.io.atomic import write_json_atomically
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + '\n')
+    write_json_atomically(out, report)
     print(f'wrote {out}')
     return report
 

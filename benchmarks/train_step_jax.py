@@ -128,7 +128,7 @@ def bench_jax(variant: str, batch: int, inputs: dict, args) -> dict:
                              'step_new_bytes': needed, 'available_bytes': free, 'fits': fits})
             if fits:
                 break
-            del compiled, lowered
+            compiled = lowered = None  # free the failed attempt before the next compile
         else:
             raise MemoryError(
                 f'{variant}: the step needs {needed / 2**30:.1f} GiB beyond its state and '
@@ -150,7 +150,8 @@ def bench_jax(variant: str, batch: int, inputs: dict, args) -> dict:
     result = summary(timing, batch)
     metrics = {k: float(v) for k, v in jax.device_get(holder['metrics']).items()}
     num_params = sum(x.size for x in jax.tree_util.tree_leaves(holder['state'].params))
-    del holder, compiled, lowered, step_fn, batch_arrays
+    # Rebound rather than deleted: step() closes over them. Frees device memory here.
+    holder = compiled = lowered = step_fn = batch_arrays = None
     gc.collect()
 
     count = model_flops_from_config(config)  # analytic, whole global batch

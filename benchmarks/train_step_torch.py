@@ -97,7 +97,8 @@ def bench_torch(variant: str, batch: int, inputs: dict, args) -> dict:
         num_threads=torch.get_num_threads(), dtype='float32', fast_grads=args.torch_fast_grads,
         num_params=sum(p.numel() for p in model.parameters()),
         last_loss=float(holder['loss']))
-    del model, optimizer, holder, slow, fast, tokens
+    # Rebound rather than deleted: step() closes over them. Frees memory before returning.
+    model = optimizer = holder = slow = fast = tokens = None
     gc.collect()
     if device.type == 'cuda':
         torch.cuda.empty_cache()

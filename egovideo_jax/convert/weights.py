@@ -4,8 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-import numpy as np
 import jax
+import numpy as np
 from flax import traverse_util
 
 from egovideo_jax.convert import mapping

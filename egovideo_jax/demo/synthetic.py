@@ -23,8 +23,14 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from egovideo_jax.demo.actions import ACTIONS, COLORS, KINDS, ActionSpec, Motion, ScriptContext
 from egovideo_jax.demo.drawing import Part, hand_parts, object_parts, unit
-from egovideo_jax.hod.detections import (HAND_SIDES, PORTABLE_OBJECT, BBox, FrameDetections,
-                                         HandDetection, ObjectDetection)
+from egovideo_jax.hod.detections import (
+    HAND_SIDES,
+    PORTABLE_OBJECT,
+    BBox,
+    FrameDetections,
+    HandDetection,
+    ObjectDetection,
+)
 
 SKIN_TONES = ((232, 186, 152), (214, 160, 122), (176, 122, 88), (240, 200, 170))
 SLEEVE_COLORS = ((60, 60, 70), (200, 200, 205), (90, 110, 150), (120, 45, 50))

@@ -29,6 +29,7 @@ def main(argv):
     if config is None:
         raise app.UsageError('--config=configs/eval.py:BENCHMARK is required')
     import jax
+
     from egovideo_jax.api import load
     from egovideo_jax.evaluate.registry import build_evaluators
     from egovideo_jax.parallel import sharding

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from egovideo_jax.media.frames import read_clips
 from egovideo_jax.evaluate.metrics import mean_class_accuracy, topk_accuracy
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
+from egovideo_jax.media.frames import read_clips
 from egovideo_jax.media.video import video_info
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from egovideo_jax.evaluate import epic
-from egovideo_jax.evaluate.metrics import (marginalize, mean_class_accuracy, softmax,
-                                           topk_accuracy)
+from egovideo_jax.evaluate.metrics import marginalize, mean_class_accuracy, softmax, topk_accuracy
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from egovideo_jax.evaluate import epic
-from egovideo_jax.media.frames import read_frames_seeking
 from egovideo_jax.evaluate.metrics import mir_metrics
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
 from egovideo_jax.evaluate.retrieval_plot import STRIP_FRAMES, frame_strip, plot_retrievals
 from egovideo_jax.io.csv_rows import read_csv_rows
 from egovideo_jax.io.safe_pickle import load_array
+from egovideo_jax.media.frames import read_frames_seeking
 
 
 @dataclasses.dataclass

@@ -13,12 +13,12 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from egovideo_jax.parallel.batching import global_batch
 from egovideo_jax.model.config import EgoVideoConfig
 from egovideo_jax.model.egovideo import EgoVideo
 from egovideo_jax.model.encoder import Encoder
 from egovideo_jax.model.layout import is_scanned, unstack_layers
 from egovideo_jax.model.tokenizer import tokenize
+from egovideo_jax.parallel.batching import global_batch
 from egovideo_jax.parallel.sharding import data_parallel_size
 
 Item = TypeVar('Item')

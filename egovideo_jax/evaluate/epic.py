@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from egovideo_jax.io.csv_rows import parse_timestamp, read_csv_rows
 from egovideo_jax.media.frames import read_clips
 from egovideo_jax.media.sampling import sample_eval
-from egovideo_jax.io.csv_rows import parse_timestamp, read_csv_rows
 from egovideo_jax.media.video import video_info
 
 EPIC_COLUMNS = ('narration_id', 'participant_id', 'video_id', 'narration_timestamp',

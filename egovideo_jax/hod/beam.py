@@ -34,8 +34,16 @@ from apache_beam.options.pipeline_options import PipelineOptions as BeamOptions
 from egovideo_jax.hod.cache import FinishedClip, NarrationCache
 from egovideo_jax.hod.clips import ClipSpec, read_clip_specs
 from egovideo_jax.hod.options import NarratorSpec, PipelineOptions
-from egovideo_jax.hod.outputs import (CACHE_DIR, CSV_NAME, RECORDS_DIR, WORK_DIR, csv_row, csv_text,
-                                      output_paths, publish_records)
+from egovideo_jax.hod.outputs import (
+    CACHE_DIR,
+    CSV_NAME,
+    RECORDS_DIR,
+    WORK_DIR,
+    csv_row,
+    csv_text,
+    output_paths,
+    publish_records,
+)
 from egovideo_jax.hod.report import RunReport, Skip, build_run_report, write_report
 from egovideo_jax.hod.stages import PreparedClip, make_clip_detector, narrate_clips, prepare_or_skip
 from egovideo_jax.io.atomic import write_bytes_atomically, write_json_atomically

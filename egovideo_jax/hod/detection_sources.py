@@ -14,8 +14,12 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from egovideo_jax.hod.detections import (DEFAULT_HAND_THRESHOLD, DEFAULT_OBJECT_THRESHOLD,
-                                         DetectionFormatError, FrameDetections)
+from egovideo_jax.hod.detections import (
+    DEFAULT_HAND_THRESHOLD,
+    DEFAULT_OBJECT_THRESHOLD,
+    DetectionFormatError,
+    FrameDetections,
+)
 from egovideo_jax.hod.epic_detections import read_epic_pickle
 from egovideo_jax.hod.jsonl_detections import read_jsonl
 

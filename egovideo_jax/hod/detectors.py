@@ -37,8 +37,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from egovideo_jax.hod.detections import (HAND_SIDES, HAND_STATES, BBox, FrameDetections,
-                                         HandDetection, ObjectDetection)
+from egovideo_jax.hod.detections import (
+    HAND_SIDES,
+    HAND_STATES,
+    BBox,
+    FrameDetections,
+    HandDetection,
+    ObjectDetection,
+)
 
 INSTALL_HINT = ('pip install -r requirements-hod-detectors.txt, in an environment of its own: '
                 'mediapipe==0.10.21 needs numpy<2 and protobuf<5, which the core stack does '

@@ -15,9 +15,16 @@ from collections.abc import Iterable
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from egovideo_jax.hod.detections import (HAND_SIDES, HAND_STATES, BBox, DetectionFormatError,
-                                         FrameDetections, HandDetection, ObjectDetection,
-                                         field_context)
+from egovideo_jax.hod.detections import (
+    HAND_SIDES,
+    HAND_STATES,
+    BBox,
+    DetectionFormatError,
+    FrameDetections,
+    HandDetection,
+    ObjectDetection,
+    field_context,
+)
 from egovideo_jax.io.atomic import write_bytes_atomically
 from egovideo_jax.io.safe_pickle import BYTES_GLOBALS, UnsafePickleError, load_restricted
 

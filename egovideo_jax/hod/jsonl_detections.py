@@ -15,8 +15,14 @@ import json
 import os
 from collections.abc import Iterable
 
-from egovideo_jax.hod.detections import (BBox, DetectionFormatError, FrameDetections, HandDetection,
-                                         ObjectDetection, field_context)
+from egovideo_jax.hod.detections import (
+    BBox,
+    DetectionFormatError,
+    FrameDetections,
+    HandDetection,
+    ObjectDetection,
+    field_context,
+)
 from egovideo_jax.io.atomic import write_bytes_atomically
 
 

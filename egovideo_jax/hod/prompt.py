@@ -27,8 +27,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from egovideo_jax.hod.detections import HAND_SIDES
-from egovideo_jax.hod.motion import (STILL, MotionFacts, TrackFacts, direction_phrase,
-                                     motion_facts, relation_phrase)
+from egovideo_jax.hod.motion import (
+    STILL,
+    MotionFacts,
+    TrackFacts,
+    direction_phrase,
+    motion_facts,
+    relation_phrase,
+)
 from egovideo_jax.hod.tracks import INTERPOLATED, TRACK_NAMES, Tracks
 
 PROMPT_VERSION = 'hod-v1'

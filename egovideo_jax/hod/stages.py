@@ -26,10 +26,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from egovideo_jax.hod.cache import CachedNarration, FinishedClip, NarrationCache, narration_key
-from egovideo_jax.hod.clips import (BAD_DETECTIONS, CLIP_OUTSIDE_VIDEO, CORRUPT_VIDEO,
-                                    EMPTY_DETECTIONS, MISSING_DETECTIONS, MISSING_VIDEO,
-                                    NARRATOR_FAILURE, UNEXPECTED, UNKNOWN_FPS, ClipSkipped,
-                                    ClipSpec)
+from egovideo_jax.hod.clips import (
+    BAD_DETECTIONS,
+    CLIP_OUTSIDE_VIDEO,
+    CORRUPT_VIDEO,
+    EMPTY_DETECTIONS,
+    MISSING_DETECTIONS,
+    MISSING_VIDEO,
+    NARRATOR_FAILURE,
+    UNEXPECTED,
+    UNKNOWN_FPS,
+    ClipSkipped,
+    ClipSpec,
+)
 from egovideo_jax.hod.detection_sources import DetectionSource, make_detection_source
 from egovideo_jax.hod.detections import DetectionFormatError, FrameDetections
 from egovideo_jax.hod.motion import MotionFacts, motion_facts

@@ -33,9 +33,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from egovideo_jax.hod.detections import (DEFAULT_HAND_THRESHOLD, DEFAULT_OBJECT_THRESHOLD,
-                                         HAND_SIDES, PORTABLE_OBJECT, BBox, FrameDetections,
-                                         HandDetection, ObjectDetection)
+from egovideo_jax.hod.detections import (
+    DEFAULT_HAND_THRESHOLD,
+    DEFAULT_OBJECT_THRESHOLD,
+    HAND_SIDES,
+    PORTABLE_OBJECT,
+    BBox,
+    FrameDetections,
+    HandDetection,
+    ObjectDetection,
+)
 
 TRACK_NAMES = ('left_hand', 'right_hand', 'object')
 HAND_TRACKS = {'left': 'left_hand', 'right': 'right_hand'}

@@ -19,9 +19,11 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 try:  # numpy >= 2 keeps the implementations in numpy._core
-    from numpy._core import multiarray as _multiarray, numeric as _numeric
+    from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core import multiarray as _multiarray, numeric as _numeric
+    from numpy.core import multiarray as _multiarray
+    from numpy.core import numeric as _numeric
 
 Globals = Mapping[tuple[str, str], Callable]
 

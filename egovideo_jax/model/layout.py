@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-import numpy as np
 import jax
+import numpy as np
 
 _UNROLLED = re.compile(r'^blocks_(\d+)$')
 

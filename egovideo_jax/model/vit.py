@@ -1,9 +1,9 @@
 """Video ViT with joint space-time attention (the EgoVideo vision tower)."""
 from __future__ import annotations
 
-import numpy as np
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from egovideo_jax.model.config import VisionConfig
 from egovideo_jax.model.transformer import Dtype, ResidualBlock, apply_blocks, layer_norm, logical

@@ -12,8 +12,14 @@ from collections.abc import Iterable, Iterator
 
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
-from egovideo_jax.io.atomic import (AbortOnError, publish, remove_quietly, sha256_file,
-                                         temp_path_for, write_all)
+from egovideo_jax.io.atomic import (
+    AbortOnError,
+    publish,
+    remove_quietly,
+    sha256_file,
+    temp_path_for,
+    write_all,
+)
 from egovideo_jax.records.tfrecord import RecordError, ShardInfo
 
 WRITER_OPTIONS = 'group_size:1'

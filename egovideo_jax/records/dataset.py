@@ -35,8 +35,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from egovideo_jax.io.atomic import (AbortOnError, fsync_directory, remove_quietly,
-                                    sha256_file, write_json_atomically)
+from egovideo_jax.io.atomic import (
+    AbortOnError,
+    fsync_directory,
+    remove_quietly,
+    sha256_file,
+    write_json_atomically,
+)
 from egovideo_jax.io.choices import check_choice
 from egovideo_jax.records import arrayrecord, schema, tfrecord
 from egovideo_jax.records.tfrecord import RecordError

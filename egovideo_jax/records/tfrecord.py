@@ -34,8 +34,14 @@ from collections.abc import Iterable, Iterator
 import google_crc32c
 import numpy as np
 
-from egovideo_jax.io.atomic import (AbortOnError, fsync_directory, publish,
-                                         remove_quietly, temp_path_for, write_all)
+from egovideo_jax.io.atomic import (
+    AbortOnError,
+    fsync_directory,
+    publish,
+    remove_quietly,
+    temp_path_for,
+    write_all,
+)
 
 INDEX_SUFFIX = '.index'
 INDEX_MAGIC = b'EVJTFIDX'

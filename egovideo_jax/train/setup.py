@@ -19,10 +19,15 @@ from ml_collections import ConfigDict
 
 from egovideo_jax.model.config import EgoVideoConfig, get_model_config
 from egovideo_jax.model.egovideo import EgoVideo
-from egovideo_jax.train.optimizer import make_optimizer, trainable_mask
 from egovideo_jax.parallel.sharding import batch_sharding
-from egovideo_jax.train.state import (TrainState, abstract_params, abstract_train_state,
-                                      create_train_state, make_train_step)
+from egovideo_jax.train.optimizer import make_optimizer, trainable_mask
+from egovideo_jax.train.state import (
+    TrainState,
+    abstract_params,
+    abstract_train_state,
+    create_train_state,
+    make_train_step,
+)
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 

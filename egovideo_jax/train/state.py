@@ -5,11 +5,11 @@ from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import flax.struct
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from egovideo_jax.model.config import EgoVideoConfig

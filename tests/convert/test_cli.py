@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
 
 from egovideo_jax import load
@@ -60,8 +59,8 @@ def test_load_reads_a_trainer_step_directory(tmp_path):
     import orbax.checkpoint as ocp
 
     from egovideo_jax.api import EgoVideoModel
-    from egovideo_jax.model.encoder import init_params
     from egovideo_jax.model.config import get_model_config
+    from egovideo_jax.model.encoder import init_params
 
     config = get_model_config('tiny', 'single')
     params = init_params(config, seed=7)

@@ -1,20 +1,19 @@
 """PyTorch interop: export to the reference layout, import reference/OpenAI CLIP weights, and
 parity with the independent PyTorch reference in tests/helpers/torch_reference.py (fp32, 1e-5)."""
-import pickle
 
+import jax
 import numpy as np
 import pytest
 import torch
-import jax
 
-from tests.helpers.params import perturbed
-from tests.helpers.torch_reference import RefConfig, RefEgoVideo
 from egovideo_jax import load
 from egovideo_jax.api import EgoVideoModel
-from egovideo_jax.model.encoder import init_params
 from egovideo_jax.convert import mapping, torch_io, weights
 from egovideo_jax.model.config import get_model_config
+from egovideo_jax.model.encoder import init_params
 from egovideo_jax.model.layout import stack_layers
+from tests.helpers.params import perturbed
+from tests.helpers.torch_reference import RefConfig, RefEgoVideo
 
 TOL = 1e-5
 REF_CONFIGS = {'tiny': RefConfig.tiny, 'B/16': RefConfig.b16}

@@ -3,8 +3,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from egovideo_jax.demo.evaluator import (clip_text, pair_accuracy, partner_narration,
-                                                  recall_at, retrieval_metrics)
+from egovideo_jax.demo.evaluator import (
+    clip_text,
+    pair_accuracy,
+    partner_narration,
+    recall_at,
+    retrieval_metrics,
+)
 
 
 def test_perfect_embeddings_score_one():
@@ -62,8 +67,8 @@ def test_demo_retrieval_end_to_end_on_built_demo_records(tmp_path):
     import ml_collections
 
     from egovideo_jax import load
-    from egovideo_jax.evaluate.registry import build_evaluators
     from egovideo_jax.demo.build import build_demo_dataset
+    from egovideo_jax.evaluate.registry import build_evaluators
 
     paths = build_demo_dataset(tmp_path / 'demo', train_clips=2, heldout_clips=12, seed=0,
                                size=64, progress=False)

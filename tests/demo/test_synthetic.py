@@ -7,10 +7,15 @@ import csv
 import numpy as np
 import pytest
 
-from egovideo_jax.demo.actions import (ACTIONS, COLORS, FAST_MOTION_PAIRS, ActionSpec,
-                                       demo_objects, sample_action_specs)
-from egovideo_jax.demo.source import (ACTION_FIELDS, NARRATION_FIELDS, clip_seed,
-                                          write_demo_source)
+from egovideo_jax.demo.actions import (
+    ACTIONS,
+    COLORS,
+    FAST_MOTION_PAIRS,
+    ActionSpec,
+    demo_objects,
+    sample_action_specs,
+)
+from egovideo_jax.demo.source import ACTION_FIELDS, NARRATION_FIELDS, clip_seed, write_demo_source
 from egovideo_jax.demo.synthetic import render_clip
 from egovideo_jax.hod.detections import PORTABLE_OBJECT
 from egovideo_jax.hod.epic_detections import read_epic_pickle

@@ -13,8 +13,15 @@ from egovideo_jax.io.safe_pickle import load_array
 from egovideo_jax.media.transforms import eval_transform
 from egovideo_jax.media.video import read_frames, video_info
 from egovideo_jax.model.layout import stack_layers
-from tests.helpers.eval_fixtures import (BATCH_SIZE, EPIC_TEST_CLIPS, EPIC_VIDEO_FRAMES, FPS,
-                                         SINGLE_FRAMES, WRITERS, tiny_model)
+from tests.helpers.eval_fixtures import (
+    BATCH_SIZE,
+    EPIC_TEST_CLIPS,
+    EPIC_VIDEO_FRAMES,
+    FPS,
+    SINGLE_FRAMES,
+    WRITERS,
+    tiny_model,
+)
 
 METRICS = {
     'ek100_mir': {'map_v2t', 'map_t2v', 'map_mean', 'ndcg_v2t', 'ndcg_t2v', 'ndcg_mean'},
@@ -145,6 +152,7 @@ def test_params_with_model_config_give_the_same_metrics(sections, results):
 
 def test_batches_sharded_on_a_mesh_give_the_same_metrics(sections, results):
     import jax
+
     from egovideo_jax.parallel.sharding import make_mesh, replicated
     model = tiny_model('single')
     mesh = make_mesh({'data': -1, 'fsdp': 1, 'tensor': 1})

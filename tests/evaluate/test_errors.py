@@ -9,10 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.eval_fixtures import (EPIC_HEADER, EPIC_TEST_CLIPS, FPS, epic_row, write_csv, write_egomcq,
-                           write_egtea, write_ek100_cls, write_ek100_mir)
 from egovideo_jax.evaluate import epic
 from egovideo_jax.evaluate.registry import build_evaluators
+from tests.helpers.eval_fixtures import (
+    EPIC_HEADER,
+    EPIC_TEST_CLIPS,
+    FPS,
+    epic_row,
+    write_csv,
+    write_egomcq,
+    write_egtea,
+    write_ek100_cls,
+    write_ek100_mir,
+)
 
 
 def prepare(section):

@@ -6,14 +6,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.eval_fixtures import (EPIC_TEST_CLIPS, FPS, MCQ_VIDEOS, PALETTE, epic_row, write_csv,
-                           write_egomcq, write_video, EPIC_HEADER)
-from egovideo_jax.io.csv_rows import parse_timestamp
 from egovideo_jax.evaluate import epic
 from egovideo_jax.evaluate.egomcq import ChunkedStore, Clip
 from egovideo_jax.evaluate.egtea import whole_clip_indices
+from egovideo_jax.io.csv_rows import parse_timestamp
 from egovideo_jax.media.frames import read_frames_seeking
 from egovideo_jax.media.video import read_frames
+from tests.helpers.eval_fixtures import (
+    EPIC_HEADER,
+    EPIC_TEST_CLIPS,
+    FPS,
+    MCQ_VIDEOS,
+    PALETTE,
+    epic_row,
+    write_csv,
+    write_egomcq,
+    write_video,
+)
 
 COLOUR_TOLERANCE = 8  # solid colours through yuv420p H.264
 

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from egovideo_jax.evaluate import metrics
-from egovideo_jax.evaluate.metrics import (marginalize, mcq_accuracy, mean_class_accuracy,
-                                           mir_map, mir_metrics, mir_ndcg, topk_accuracy)
+from egovideo_jax.evaluate.metrics import (
+    marginalize,
+    mcq_accuracy,
+    mean_class_accuracy,
+    mir_map,
+    mir_metrics,
+    mir_ndcg,
+    topk_accuracy,
+)
 
 SPEC_S1 = [[1, .7, .4, 0], [.3, .9, .6, .1], [.2, .5, .8, .4]]
 SPEC_R1 = [[1, .5, .25, 0], [0, 1, .4, 0], [.5, .3, 1, 0]]

@@ -7,9 +7,15 @@ from pathlib import Path
 import ml_collections
 import pytest
 
-from egovideo_jax.evaluate.registry import (COMMON_DEFAULTS, EVALUATOR_MODULES, EVALUATORS,
-                                            Evaluator, build_evaluators, default_config,
-                                            evaluator_class)
+from egovideo_jax.evaluate.registry import (
+    COMMON_DEFAULTS,
+    EVALUATOR_MODULES,
+    EVALUATORS,
+    Evaluator,
+    build_evaluators,
+    default_config,
+    evaluator_class,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ['egomcq', 'egtea', 'ek100_cls', 'ek100_mir']

@@ -13,8 +13,8 @@ import pickle
 from pathlib import Path
 
 import av
-import numpy as np
 import ml_collections
+import numpy as np
 
 FPS = 10
 WIDTH, HEIGHT = 64, 48

@@ -6,8 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.helpers.torch_reference import (MotionAdapter, RefConfig, RefEgoVideo, RefVisionTransformer,
-                             TextAttention, resize_temporal_table)
+from tests.helpers.torch_reference import (
+    MotionAdapter,
+    RefConfig,
+    RefEgoVideo,
+    RefVisionTransformer,
+    TextAttention,
+    resize_temporal_table,
+)
 
 CONFIGS = {"b16": RefConfig.b16, "l14_336": RefConfig.l14_336}
 

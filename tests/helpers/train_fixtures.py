@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `configs/` is a plain directory at the repository root
     sys.path.insert(0, str(REPO))
 
-from configs.cotrain import get_config  # noqa: E402
-from egovideo_jax.records import dataset, schema  # noqa: E402
+from configs.cotrain import get_config
+from egovideo_jax.records import dataset, schema
 
 COLOURS = {'red': (220, 30, 30), 'green': (30, 200, 40), 'blue': (30, 40, 220),
            'yellow': (230, 220, 30)}
@@ -114,16 +114,16 @@ def host_tree(tree):
 def restore_state(config, workdir, step: int | None = None):
     """The train state saved in `workdir` (its latest step by default), as numpy arrays."""
     import flax.linen as nn
+    import orbax.checkpoint as ocp
     from ml_collections import ConfigDict
 
-    from egovideo_jax.records.dataset import open_dataset
     from egovideo_jax.parallel import sharding
+    from egovideo_jax.records.dataset import open_dataset
     from egovideo_jax.train.checkpoint import Checkpointer
     from egovideo_jax.train.optimizer import make_optimizer
-    from egovideo_jax.train.state import abstract_params, abstract_train_state
     from egovideo_jax.train.setup import build_module
+    from egovideo_jax.train.state import abstract_params, abstract_train_state
     from egovideo_jax.train.trainer import total_steps_of
-    import orbax.checkpoint as ocp
 
     module = build_module(config)
     mesh = sharding.make_mesh(config.mesh)

@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `configs/` is a plain directory at the repository root
     sys.path.insert(0, str(REPO))
 
-import jax  # noqa: E402
+import jax
 
-from configs.cotrain import get_config  # noqa: E402
+from configs.cotrain import get_config
 
 MESH_NAMES = ('data', 'fsdp', 'tensor')
 
@@ -79,9 +79,10 @@ def state_leaves(state) -> dict[str, np.ndarray]:
 def command_specs(args) -> dict:
     import flax.linen as nn
     from flax import traverse_util
+
     from egovideo_jax.parallel.sharding import make_mesh
-    from egovideo_jax.train.state import abstract_params, param_shardings
     from egovideo_jax.train.setup import build_module
+    from egovideo_jax.train.state import abstract_params, param_shardings
 
     result = {}
     for mesh_text in args.meshes:
@@ -117,9 +118,10 @@ def tiny_setup(scan_layers: bool, lr: float = 1e-2, eps: float = 1e-2):
     between meshes; with eps=1e-2 the gain is 1 and the comparison measures the sharding."""
     import flax.linen as nn
     from ml_collections import ConfigDict
+
     from egovideo_jax.train.optimizer import make_optimizer
-    from egovideo_jax.train.state import abstract_params
     from egovideo_jax.train.setup import build_module
+    from egovideo_jax.train.state import abstract_params
 
     config = get_config('demo')
     config.model.variant = 'tiny'
@@ -229,11 +231,11 @@ def command_train(args) -> dict:
 
 
 def command_restore(args) -> dict:
-    from egovideo_jax.parallel.batching import global_batch
     from egovideo_jax.input.pipeline import make_iterator
+    from egovideo_jax.parallel.batching import global_batch
+    from egovideo_jax.parallel.sharding import make_mesh
     from egovideo_jax.train.checkpoint import Checkpointer
     from egovideo_jax.train.setup import make_setup
-    from egovideo_jax.parallel.sharding import make_mesh
     from egovideo_jax.train.trainer import MODEL_INPUTS, data_config_from
 
     workdir = Path(args.workdir)

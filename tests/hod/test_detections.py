@@ -13,8 +13,13 @@ from egovideo_jax.hod import detection_sources as sources
 from egovideo_jax.hod import detectors
 from egovideo_jax.hod import epic_detections as epic
 from egovideo_jax.hod import jsonl_detections as jsonl
-from egovideo_jax.hod.detections import (BBox, DetectionFormatError, FrameDetections,
-                                         HandDetection, ObjectDetection)
+from egovideo_jax.hod.detections import (
+    BBox,
+    DetectionFormatError,
+    FrameDetections,
+    HandDetection,
+    ObjectDetection,
+)
 
 
 def hand(left, top, right, bottom, score=0.75, state=3, offset=(0.125, -0.25), side='right'):

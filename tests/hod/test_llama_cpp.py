@@ -6,12 +6,12 @@ import os
 import textwrap
 
 import pytest
-from tests.helpers.hod_scenarios import VALID, clip
 
 from egovideo_jax.hod import narrators, prompt
 from egovideo_jax.hod.narrators.llama_cpp import NarratorCrashed
 from egovideo_jax.hod.narrators.rules import RulesNarrator
 from egovideo_jax.hod.narrators.validated import FALLBACK, PRIMARY, ValidatedNarrator
+from tests.helpers.hod_scenarios import VALID, clip
 
 FAKE_LLAMA_CPP = textwrap.dedent('''
     """A stand-in for llama-cpp-python; FAKE_LLAMA_MODE picks how it behaves."""

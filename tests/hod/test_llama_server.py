@@ -18,13 +18,13 @@ import time
 import urllib.request
 
 import pytest
-from tests.helpers.hod_scenarios import SCENARIOS, TIMES
 
 from egovideo_jax.hod import narrators
 from egovideo_jax.hod.motion import motion_facts
 from egovideo_jax.hod.narrators.rules import RulesNarrator
 from egovideo_jax.hod.narrators.validated import FALLBACK, PRIMARY, ValidatedNarrator
 from egovideo_jax.hod.prompt import build_prompt, validate_narration
+from tests.helpers.hod_scenarios import SCENARIOS, TIMES
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
 

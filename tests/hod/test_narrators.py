@@ -17,9 +17,14 @@ from egovideo_jax.hod import narrators, prompt
 from egovideo_jax.hod.narrators import openai as openai_narrator
 from egovideo_jax.hod.narrators.openai import NarratorError, OpenAINarrator
 from egovideo_jax.hod.narrators.rules import RulesNarrator
+from egovideo_jax.hod.narrators.validated import (
+    FALLBACK,
+    PRIMARY,
+    NarrationResult,
+    ValidatedNarrator,
+    clean_answer,
+)
 from tests.helpers.hod_scenarios import TIMES, VALID, clip
-from egovideo_jax.hod.narrators.validated import (FALLBACK, PRIMARY, NarrationResult,
-                                                   ValidatedNarrator, clean_answer)
 
 SECRET = 'sk-test-6f1d0c2e-never-print-me'
 MODEL = 'fake-model'

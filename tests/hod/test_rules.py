@@ -11,9 +11,22 @@ from egovideo_jax.hod import narrators, prompt
 from egovideo_jax.hod.motion import motion_facts
 from egovideo_jax.hod.narrators.rules import RulesNarrator, parse_narration
 from egovideo_jax.hod.tracks import Tracks
-from tests.helpers.hod_scenarios import (N, SCENARIOS, TIMES, back_and_forth_left, carry_and_put_down,
-                                         grasp_and_lift, held_from, line, pick_and_move_left,
-                                         scripted, shake, still, up_then_left)
+from tests.helpers.hod_scenarios import (
+    SCENARIOS,
+    TIMES,
+    N,
+    back_and_forth_left,
+    carry_and_put_down,
+    grasp_and_lift,
+    held_from,
+    line,
+    pick_and_move_left,
+    scripted,
+    shake,
+    still,
+    up_then_left,
+)
+
 
 def narrate(name):
     narration, make_tracks, _ = SCENARIOS[name]

@@ -3,8 +3,7 @@
 import pytest
 
 from egovideo_jax.io.csv_rows import CsvRow, csv_records, read_csv_rows
-from egovideo_jax.records.convert_csv import (BAD_TIMES, MALFORMED, BadRow, parse_row,
-                                              read_rows)
+from egovideo_jax.records.convert_csv import BAD_TIMES, MALFORMED, BadRow, parse_row, read_rows
 
 
 def test_csv_records_keep_line_numbers_and_blank_rows(tmp_path):

@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 
 from egovideo_jax.media.sampling import sample_eval, sample_train, segment_bounds
-from egovideo_jax.media.transforms import (CLIP_MEAN, CLIP_STD, normalize,
-                                           resize_short_side_center_crop)
+from egovideo_jax.media.transforms import (
+    CLIP_MEAN,
+    CLIP_STD,
+    normalize,
+    resize_short_side_center_crop,
+)
 
 
 # seg = 31/4 = 7.75; boundaries 0, 7.75, 15.5, 23.25, 31 round (half even) to 0, 8, 16, 23, 31.

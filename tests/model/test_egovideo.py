@@ -9,23 +9,23 @@ parameters are passed as arguments, so the file compiles each model variant only
 """
 import functools
 
-import numpy as np
-import pytest
-import torch
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 from flax import traverse_util
 
-from tests.helpers.params import perturbed
-from tests.helpers.torch_reference import resize_temporal_table
-from egovideo_jax.model.encoder import init_params
-from egovideo_jax.model.egovideo import dummy_inputs
-from egovideo_jax.model import EgoVideo, VARIANTS, get_model_config
+from egovideo_jax.model import VARIANTS, EgoVideo, get_model_config
 from egovideo_jax.model.adapter import MotionAdapter
+from egovideo_jax.model.egovideo import dummy_inputs
+from egovideo_jax.model.encoder import init_params
 from egovideo_jax.model.layout import stack_layers, unstack_layers
 from egovideo_jax.model.transformer import chunked_attention, resolve_attention
 from egovideo_jax.model.vit import temporal_resize_matrix
+from tests.helpers.params import perturbed
+from tests.helpers.torch_reference import resize_temporal_table
 
 CFG = {mode: get_model_config('tiny', mode) for mode in ('single', 'slowfast')}
 TINY = CFG['single']

@@ -12,17 +12,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 from jax.sharding import Mesh
 
-from tests.helpers.params import perturbed
-from egovideo_jax.model.encoder import init_params
 from egovideo_jax.model import EgoVideo, get_model_config
-from egovideo_jax.model.transformer import (resolve_attention, splash_attention,
-                                            splash_block_size, target_platform)
+from egovideo_jax.model.encoder import init_params
+from egovideo_jax.model.transformer import (
+    resolve_attention,
+    splash_attention,
+    splash_block_size,
+    target_platform,
+)
+from tests.helpers.params import perturbed
 
 REPO = Path(__file__).resolve().parents[2]
 # Lengths the models use: B/16 4 and 16 frames, L/14-336 4 and 16 frames, text.

@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 import sentencepiece
 
-from egovideo_jax.model.tokenizer import (CLIP_VOCAB_PATH, CLIP_VOCAB_SHA256, ClipTokenizer,
-                                          SentencePieceTokenizer, get_tokenizer, tokenize,
-                                          train_sentencepiece)
+from egovideo_jax.model.tokenizer import (
+    CLIP_VOCAB_PATH,
+    CLIP_VOCAB_SHA256,
+    ClipTokenizer,
+    SentencePieceTokenizer,
+    get_tokenizer,
+    tokenize,
+    train_sentencepiece,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOT, EOT = 49406, 49407

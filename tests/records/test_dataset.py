@@ -9,8 +9,7 @@ import pytest
 
 from egovideo_jax.records import schema
 from egovideo_jax.records.arrayrecord import IndexedArrayRecord, write_array_record_shard
-from egovideo_jax.records.dataset import (MANIFEST_NAME, DatasetWriter, open_dataset,
-                                          verify_dataset)
+from egovideo_jax.records.dataset import MANIFEST_NAME, DatasetWriter, open_dataset, verify_dataset
 from egovideo_jax.records.tfrecord import RecordError, index_path, write_shard
 from tests.records.test_tfrecord import assert_clips_equal, make_clip
 
@@ -108,7 +107,7 @@ def test_invalid_clip_is_rejected_before_writing(tmp_path):
 
 
 def test_empty_dataset(tmp_path):
-    with DatasetWriter(tmp_path) as writer:
+    with DatasetWriter(tmp_path):
         pass
     assert len(open_dataset(tmp_path)) == 0 and verify_dataset(tmp_path) == []
 

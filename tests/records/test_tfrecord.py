@@ -9,8 +9,14 @@ import pytest
 from tensorflow_datasets.proto import tf_example_pb2
 
 from egovideo_jax.records import schema, tfrecord
-from egovideo_jax.records.tfrecord import (IndexedTFRecord, RecordError, frame_record,
-                                           masked_crc32c, scan_offsets, write_shard)
+from egovideo_jax.records.tfrecord import (
+    IndexedTFRecord,
+    RecordError,
+    frame_record,
+    masked_crc32c,
+    scan_offsets,
+    write_shard,
+)
 
 
 def reference_crc32c(data: bytes) -> int:

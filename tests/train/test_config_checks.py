@@ -6,14 +6,13 @@ import sys
 import flax.linen as nn
 import pytest
 
-from tests.helpers.train_fixtures import REPO, get_config, subprocess_env
-
 from configs.cotrain import STAGES, VARIANTS
 from egovideo_jax.model.config import get_model_config
 from egovideo_jax.model.egovideo import EgoVideo
 from egovideo_jax.train.config_checks import validate
 from egovideo_jax.train.optimizer import make_optimizer, param_paths, trainable_mask
 from egovideo_jax.train.state import abstract_params
+from tests.helpers.train_fixtures import REPO, get_config, subprocess_env
 
 MODEL = {'demo': 'demo', 'b16': 'B/16', 'l14_336': 'L/14-336'}
 CROP = {'demo': 64, 'b16': 224, 'l14_336': 336}

@@ -13,9 +13,14 @@ from pathlib import Path
 import pytest
 
 from egovideo_jax.model.config import get_model_config
-from egovideo_jax.train.flops import (FlopCount, backward_flops, model_flops_from_config,
-                                      model_flops_per_step, queried_param_paths,
-                                      trainable_predicate)
+from egovideo_jax.train.flops import (
+    FlopCount,
+    backward_flops,
+    model_flops_from_config,
+    model_flops_per_step,
+    queried_param_paths,
+    trainable_predicate,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 # XLA counts at least every analytic matmul, and element-wise work on top (see above).
@@ -204,6 +209,7 @@ def test_queried_paths_are_real_parameters(scan_layers):
     """Every parameter the count asks about exists in the model, so a rename cannot silently
     make it "frozen"; and every matmul weight of the model is asked about."""
     import flax.linen as nn
+
     from egovideo_jax.model.egovideo import EgoVideo
     from egovideo_jax.train.optimizer import param_paths
     from egovideo_jax.train.state import abstract_params

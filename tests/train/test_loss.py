@@ -131,8 +131,12 @@ def test_naive_matches_numpy_reference(rng):
 
 def test_sharded_matches_naive_on_one_device(rng):
     import jax
-    from egovideo_jax.train.loss import (contrastive_loss, naive_contrastive_loss,
-                                         sharded_contrastive_loss)
+
+    from egovideo_jax.train.loss import (
+        contrastive_loss,
+        naive_contrastive_loss,
+        sharded_contrastive_loss,
+    )
     video, text = _normalised(rng, (16, 32)), _normalised(rng, (16, 32))
     scale = np.float32(1 / 0.07)
     mesh = _one_device_mesh()
@@ -159,6 +163,7 @@ def test_sharded_matches_naive_on_one_device(rng):
 def test_sharded_needs_a_batch_axis_in_the_mesh(rng):
     import jax
     from jax.sharding import Mesh
+
     from egovideo_jax.train.loss import sharded_contrastive_loss
     mesh = Mesh(np.array(jax.devices()[:1]), ('tensor',))
     with pytest.raises(ValueError, match='none of the batch axes'):

@@ -9,13 +9,17 @@ import optax
 import pytest
 from ml_collections import ConfigDict
 
-from tests.helpers.train_fixtures import get_config
-
 from egovideo_jax.model.config import get_model_config
 from egovideo_jax.model.egovideo import EgoVideo
-from egovideo_jax.train.optimizer import (check_patterns, learning_rate_schedule,
-                                          make_optimizer, param_paths, trainable_mask)
+from egovideo_jax.train.optimizer import (
+    check_patterns,
+    learning_rate_schedule,
+    make_optimizer,
+    param_paths,
+    trainable_mask,
+)
 from egovideo_jax.train.state import abstract_params
+from tests.helpers.train_fixtures import get_config
 
 BASE_LR = 1e-3
 

@@ -2,10 +2,9 @@
 selection from metrics.jsonl, and the export skipped for parameters sharded over processes."""
 import json
 
-from tests.helpers.train_fixtures import get_config
-
 from egovideo_jax.model.config import get_model_config
 from egovideo_jax.train import report
+from tests.helpers.train_fixtures import get_config
 
 
 def write_jsonl(workdir, records):

@@ -17,14 +17,14 @@ import jax
 import numpy as np
 import optax
 import pytest
-from tests.helpers.train_fixtures import get_config
 
-from egovideo_jax.parallel.batching import DevicePrefetcher
 from egovideo_jax.parallel import sharding
+from egovideo_jax.parallel.batching import DevicePrefetcher
 from egovideo_jax.train.loss import contrastive_loss
 from egovideo_jax.train.optimizer import trainable_mask
 from egovideo_jax.train.preemption import PreemptionWatcher, any_process
 from egovideo_jax.train.setup import abstract_batch, make_setup
+from tests.helpers.train_fixtures import get_config
 
 REPO = Path(__file__).resolve().parents[2]
 

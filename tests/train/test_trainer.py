@@ -14,26 +14,36 @@ import subprocess
 import sys
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers.params import perturbed
-from tests.helpers.train_fixtures import (REPO, assert_trees_bitwise_equal, checkpoint_steps, compile_cache,
-                            config_flags, host_tree, losses_by_step, read_metrics,
-                            restore_state, subprocess_env, tiny_config, write_dataset)
-
 import egovideo_jax
 from egovideo_jax.evaluate import registry
 from egovideo_jax.model.layout import unstack_layers
-from egovideo_jax.train.state import abstract_params
 from egovideo_jax.train.flops import model_flops_from_config
 from egovideo_jax.train.setup import build_module
+from egovideo_jax.train.state import abstract_params
 from egovideo_jax.train.trainer import NonFiniteLoss, initial_params, train
+from tests.helpers.params import perturbed
+from tests.helpers.train_fixtures import (
+    REPO,
+    assert_trees_bitwise_equal,
+    checkpoint_steps,
+    compile_cache,
+    config_flags,
+    host_tree,
+    losses_by_step,
+    read_metrics,
+    restore_state,
+    subprocess_env,
+    tiny_config,
+    write_dataset,
+)
 
 K = 7  # interruption step; the uninterrupted reference runs 2K steps
 
