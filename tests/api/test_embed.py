@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.media.test_video import write_grey_video
+from tests.helpers.videos import write_grey_video
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEXTS = ['C cuts the onion', 'C opens the drawer']

@@ -7,13 +7,13 @@ from egovideo_jax import load
 from egovideo_jax.api import EgoVideoModel
 from egovideo_jax.model.config import get_model_config
 from egovideo_jax.model.encoder import init_params
-from tests.convert.test_weights import (
+from tests.helpers.params import perturbed
+from tests.helpers.parity import (
     assert_close,
     flax_embeddings,
     make_inputs,
     reference_from_state,
 )
-from tests.helpers.params import perturbed
 
 
 @pytest.mark.slow

@@ -6,22 +6,11 @@ import pytest
 
 from egovideo_jax.media.transforms import CLIP_MEAN, CLIP_STD
 from egovideo_jax.media.video import load_clips, read_frames, video_info
+from tests.helpers.videos import FPS, HEIGHT, LEVEL_STEP, NUM_FRAMES, WIDTH, write_grey_video
 
-NUM_FRAMES, WIDTH, HEIGHT, FPS = 48, 64, 48, 24
-LEVEL_STEP = 5  # frame i is solid grey 5 * i: neighbours stay apart beyond codec error
 TOLERANCE = 2
 
 
-def write_grey_video(path, num_frames=NUM_FRAMES, width=WIDTH, height=HEIGHT, fps=FPS):
-    """Frame i is solid grey LEVEL_STEP * i, lossless H.264 (any container PyAV can write)."""
-    with av.open(str(path), mode='w') as container:
-        stream = container.add_stream('libx264', rate=fps, options={'qp': '0'})
-        stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
-        for index in range(num_frames):
-            pixels = np.full((height, width, 3), LEVEL_STEP * index, np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format='rgb24')))
-        container.mux(stream.encode())
-    return path
 
 
 def grey_levels(frames):

@@ -156,7 +156,7 @@ def test_convert_and_inspect_commands(inputs, tmp_path):
 
 
 def test_inspect_verify_fails_on_corruption(tmp_path):
-    from tests.records.test_dataset import write_dataset
+    from tests.helpers.clips import write_dataset
 
     write_dataset(tmp_path)
     shard = tmp_path / 'clips-00002-of-00003.tfrecord'

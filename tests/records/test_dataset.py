@@ -11,9 +11,7 @@ from egovideo_jax.records import schema
 from egovideo_jax.records.arrayrecord import IndexedArrayRecord, write_array_record_shard
 from egovideo_jax.records.dataset import MANIFEST_NAME, DatasetWriter, open_dataset, verify_dataset
 from egovideo_jax.records.tfrecord import RecordError, index_path, write_shard
-from tests.records.test_tfrecord import assert_clips_equal, make_clip
-
-PRODUCER = {'command': 'pytest', 'config': {'seed': 0}}
+from tests.helpers.clips import PRODUCER, assert_clips_equal, make_clip, write_dataset
 
 
 def test_array_record_round_trip(tmp_path):
@@ -38,14 +36,6 @@ def test_array_record_write_is_atomic(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def write_dataset(directory, num_clips=5, records_per_shard=2, format='tfrecord'):
-    clips = [make_clip(num_frames=3, seed=seed) for seed in range(num_clips)]
-    clips[1]['hod'] = []
-    with DatasetWriter(directory, records_per_shard=records_per_shard, format=format,
-                       producer=PRODUCER, fps=30.0) as writer:
-        for clip in clips:
-            writer.add(clip)
-    return clips
 
 
 @pytest.mark.parametrize('format, extension', [('tfrecord', '.tfrecord'),

@@ -17,6 +17,7 @@ from egovideo_jax.records.tfrecord import (
     scan_offsets,
     write_shard,
 )
+from tests.helpers.clips import assert_clips_equal, make_clip
 
 
 def reference_crc32c(data: bytes) -> int:
@@ -197,36 +198,8 @@ def test_rewriting_a_shard_replaces_its_index(tmp_path):
 
 # ----------------------------------------------------------------------------- schema
 
-def make_clip(num_frames=3, seed=0, height=24, width=32):
-    gen = np.random.default_rng(seed)
-    frames = [np.full((height, width, 3), 40 * index + 20, np.uint8) for index in range(num_frames)]
-    tracks = schema.empty_tracks(num_frames)
-    tracks['boxes']['left_hand'] = gen.uniform(0, 1, (num_frames, 4)).astype(np.float32)
-    tracks['box_valid']['left_hand'] = np.arange(num_frames, dtype=np.int32) % 3
-    tracks['contact']['right'] = np.arange(num_frames, dtype=np.int32) % 5
-    return {
-        'clip_id': f'clip-{seed}', 'video_id': 'vid-\u00e9', 'source': 'ego4d',
-        'start': 1.25, 'end': 3.5,
-        'frames_jpeg': [schema.encode_jpeg(frame) for frame in frames],
-        'frame_times': np.linspace(1.25, 3.5, num_frames, endpoint=False).astype(np.float32),
-        'narration': '#C C takes the scissors', 'hod': ['left hand grabs', 'right hand holds'],
-        **tracks,
-    }
 
 
-def assert_clips_equal(actual, expected):
-    assert set(actual) == set(expected)
-    for key in ('clip_id', 'video_id', 'source', 'narration', 'hod', 'frames_jpeg'):
-        assert actual[key] == expected[key], key
-    assert actual['start'] == pytest.approx(expected['start'])
-    assert actual['end'] == pytest.approx(expected['end'])
-    np.testing.assert_allclose(actual['frame_times'], expected['frame_times'])
-    for group in ('boxes', 'box_valid', 'contact'):
-        assert set(actual[group]) == set(expected[group])
-        for name in expected[group]:
-            np.testing.assert_array_equal(actual[group][name], expected[group][name])
-    assert actual['boxes']['object'].shape == (len(expected['frames_jpeg']), 4)
-    assert actual['box_valid']['object'].dtype == np.int32
 
 
 def test_schema_round_trip_all_fields():
