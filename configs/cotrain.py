@@ -105,7 +105,7 @@ def get_config(arg: str = 'demo') -> ml_collections.ConfigDict:
     config.demo = ml_collections.ConfigDict(dict(
         dir='', train_clips=600, heldout_clips=200, size=96, seed=0, workers=2,
         # Two objects: the actions (18 per object), not 30 objects, are what the demo model
-        # must learn (egovideo_jax/demo/synthetic.py demo_objects; 0: all 30).
+        # must learn (egovideo_jax/demo/actions.py demo_objects; 0: all 30).
         num_objects=2))
     # The end-of-run report (egovideo_jax/train/report.py), written by process 0 when a run
     # reaches total_steps: WORKDIR/report/{README.md,report.json,hod_example.png} and the final

@@ -72,7 +72,13 @@ def parse_args(argv=None):
     parser.add_argument('--heldout-clips', type=int, default=200)
     parser.add_argument('--num-objects', type=int, default=2)
     parser.add_argument('--text-field', default='mixed', choices=('mixed', 'hod', 'narration'))
+    parser.add_argument('--set', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='more config overrides for every run, e.g. optim.lr=2e-3 '
+                             'log_every=2 (passed as --config.KEY=VALUE)')
     args = parser.parse_args(argv)
+    malformed = [item for item in args.set if '=' not in item]
+    if malformed:
+        parser.error(f'--set takes KEY=VALUE, got {malformed}')
     if args.steps < 1 or args.batch_size < 1:
         parser.error('--steps and --batch-size must be >= 1')
     return args
@@ -89,7 +95,8 @@ def run_command(condition: str, seed: int, args, workdir: Path) -> list[str]:
             f'--config.demo.heldout_clips={args.heldout_clips}',
             f'--config.demo.num_objects={args.num_objects}',
             f'--config.checkpoint.every_steps={args.steps}',
-            f'--config.evals.demo.num_frames={spec.eval_frames}', *spec.overrides]
+            f'--config.evals.demo.num_frames={spec.eval_frames}', *spec.overrides,
+            *(f'--config.{item}' for item in args.set)]
 
 
 def evaluate_final_checkpoint(condition: str, workdir: Path, args) -> dict[str, float]:
@@ -100,6 +107,7 @@ def evaluate_final_checkpoint(condition: str, workdir: Path, args) -> dict[str, 
         return json.loads(cached.read_text())
     import egovideo_jax
     from egovideo_jax.evaluate.registry import build_evaluators, default_config
+    from egovideo_jax.io.atomic import write_json_atomically
     paths = json.loads((Path(args.workdir) / 'demo_data' / 'demo_manifest.json').read_text())
     spec = CONDITIONS[condition]
     section = default_config('demo_retrieval')
@@ -110,7 +118,7 @@ def evaluate_final_checkpoint(condition: str, workdir: Path, args) -> dict[str, 
                               mode=spec.mode, verbose=False)
     evaluator = build_evaluators({'demo': section}, workdir=workdir / 'final_eval')['demo']
     metrics = evaluator.run(model)
-    cached.write_text(json.dumps(metrics, indent=2))
+    write_json_atomically(cached, metrics)
     return metrics
 
 

@@ -20,7 +20,7 @@ def build_demo_dataset(output_dir: str | os.PathLike, train_clips: int = 600,
                        workers: int = 1, records_per_shard: int = 256,
                        progress: bool = True, num_objects: int = 0) -> dict[str, str]:
     """The embedded demo dataset: renders the procedural source for both splits (objects from
-    `synthetic.demo_objects(num_objects)`, 0: all 30) under
+    `actions.demo_objects(num_objects)`, 0: all 30) under
     `output_dir/source/{split}`, then runs the HOD pipeline on it (`epic` detections, `rules`
     narrator) into `output_dir/{split}`. Every source frame is stored (45 at 15 fps over 3 s),
     so the trainer samples from the rendered frames themselves.

@@ -25,7 +25,7 @@ from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_cou
 from egovideo_jax.evaluate.metrics import mir_map
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
 from egovideo_jax.evaluate.retrieval_plot import STRIP_FRAMES, frame_strip, plot_retrievals
-from egovideo_jax.input.pipeline import clean_narration
+from egovideo_jax.input.text import clean_narration
 from egovideo_jax.io.choices import check_choice
 from egovideo_jax.media.sampling import sample_eval
 from egovideo_jax.media.transforms import eval_transform

@@ -114,37 +114,6 @@ def swap_sides(text: str) -> str:
     return _SIDE_WORD.sub(_opposite_side, text)
 
 
-def flip_boxes(boxes: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Mirrors normalised xyxy boxes `[N, 4]`: `x1' = 1 - x2`, `x2' = 1 - x1`.
-
-    Rows with `valid == 0` (no box) keep their placeholder values.
-    """
-    boxes = np.asarray(boxes, dtype=np.float32)
-    flipped = boxes.copy()
-    flipped[:, 0] = 1.0 - boxes[:, 2]
-    flipped[:, 2] = 1.0 - boxes[:, 0]
-    return np.where(np.asarray(valid)[:, None] != 0, flipped, boxes)
-
-
-def flip_tracks(boxes: dict[str, np.ndarray], box_valid: dict[str, np.ndarray],
-                contact: dict[str, np.ndarray], *, swap_sides: bool = True
-                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The HOD tracks of a flipped clip.
-
-    Every box is mirrored; with `swap_sides` the left-hand and right-hand tracks (boxes,
-    validity, contact) also trade places, since the mirrored left hand looks like a right hand.
-    """
-    flipped = {name: flip_boxes(track, box_valid[name]) for name, track in boxes.items()}
-    box_valid = dict(box_valid)
-    contact = dict(contact)
-    if swap_sides:
-        flipped['left_hand'], flipped['right_hand'] = flipped['right_hand'], flipped['left_hand']
-        box_valid['left_hand'], box_valid['right_hand'] = (box_valid['right_hand'],
-                                                           box_valid['left_hand'])
-        contact['left'], contact['right'] = contact['right'], contact['left']
-    return flipped, box_valid, contact
-
-
 def _check_frames(frames: np.ndarray) -> None:
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f'expected uint8 frames [T, H, W, 3], got {frames.dtype} {frames.shape}')
