@@ -40,13 +40,13 @@ def _zeros(axes: tuple[str, ...]):
 
 # How attention is computed: 'xla' (jax.nn.dot_product_attention's XLA path: the full
 # [length x length] softmax), 'cudnn' (its fused cuDNN kernel: NVIDIA GPUs, bf16/fp16 only),
-# 'chunked' (exact, `ATTENTION_CHUNK` queries at a time, each chunk recomputed in the backward
-# pass: memory O(chunk x length)), 'splash' (the Pallas TPU splash-attention kernel; off TPU it
+# 'chunked' (exact, at most `ATTENTION_CHUNK` queries of one head at a time, each chunk
+# recomputed in the backward pass: memory O(chunk x length)), 'splash' (the Pallas TPU splash-attention kernel; off TPU it
 # runs in Pallas interpret mode: exact but slow, for tests), or 'auto': 'splash' on TPUs from
 # `SPLASH_MIN_LENGTH` tokens, 'chunked' on CPUs for sequences longer than `CHUNKED_MIN_LENGTH`
 # tokens (the 16-frame branch: 3137 tokens at B/16), else 'xla'.
 ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'chunked', 'splash')
-ATTENTION_CHUNK = 256
+ATTENTION_CHUNK = 512
 CHUNKED_MIN_LENGTH = 1024
 SPLASH_MIN_LENGTH = 128  # shorter (the 77-token text) stays on XLA: a block is mostly padding
 SPLASH_BLOCKS = (512, 256, 128)  # 128 (the TPU lane count) is the smallest the kernel takes
@@ -94,32 +94,51 @@ def resolve_attention(implementation: str, length: int, platform: str | None = N
     return 'xla'
 
 
-def chunked_attention(q, k, v, causal: bool = False, chunk: int = ATTENTION_CHUNK):
-    """softmax(q k^T / sqrt(d) [+ causal mask]) v for `[B, L, H, D]` inputs, `chunk` queries
-    at a time.
+def query_chunks(length: int, chunk: int = ATTENTION_CHUNK) -> tuple[int, int]:
+    """(number of chunks, queries per chunk) for `length` queries: the fewest chunks of at most
+    `chunk` queries, as equal as a multiple of 8 allows, so little padding is computed (3137
+    -> 7 x 456, not 7 x 512)."""
+    count = -(-length // chunk)
+    size = -(-length // count)
+    return count, -(-size // 8) * 8
 
-    Exact (every chunk sees every key); the remat keeps one chunk's `[chunk, L]` logits alive
-    instead of the whole `[L, L]` matrix, in the forward and the backward pass.
+
+def chunked_attention(q, k, v, causal: bool = False, chunk: int = ATTENTION_CHUNK):
+    """softmax(q k^T / sqrt(d) [+ causal mask]) v for `[B, L, H, D]` inputs, one head's chunk
+    of at most `chunk` queries at a time.
+
+    Exact (every query sees every key). A step is one `[chunk, D] x [D, L]` product, the
+    softmax of its `[chunk, L]` logits and one `[chunk, L] x [L, D]` product: a few MB that
+    stay in the CPU's caches (a chunk of every head at once, `[B, H, chunk, L]`, streams
+    through memory and runs 3x slower at 3137 tokens; benchmarks/attention.py). The remat
+    keeps one step's logits alive in the backward pass too.
     """
     batch, length, heads, head_dim = q.shape
-    padding = (-length) % chunk  # padded query rows are computed, then dropped
-    q = jnp.pad(q * jnp.asarray(head_dim ** -0.5, q.dtype),
-                ((0, 0), (0, padding), (0, 0), (0, 0)))
-    chunks = q.reshape(batch, -1, chunk, heads, head_dim).swapaxes(0, 1)
-    starts = jnp.arange(chunks.shape[0]) * chunk
+    count, size = query_chunks(length, chunk)
+
+    def heads_major(x):  # [B, L, H, D] -> [B * H, L, D]
+        return x.transpose(0, 2, 1, 3).reshape(batch * heads, length, head_dim)
+
+    queries = jnp.pad(heads_major(q * jnp.asarray(head_dim ** -0.5, q.dtype)),
+                      ((0, 0), (0, count * size - length), (0, 0)))  # padded rows are dropped
+    queries = queries.reshape(batch * heads * count, size, head_dim)
+    keys, values = heads_major(k), heads_major(v)
 
     @jax.checkpoint
-    def attend(q_chunk, start):
-        logits = jnp.einsum('bqhd,bkhd->bhqk', q_chunk, k,
+    def attend(q_chunk, step):
+        head_keys = jax.lax.dynamic_index_in_dim(keys, step // count, keepdims=False)
+        head_values = jax.lax.dynamic_index_in_dim(values, step // count, keepdims=False)
+        logits = jnp.einsum('qd,kd->qk', q_chunk, head_keys,
                             preferred_element_type=jnp.float32)
         if causal:
-            rows = start + jnp.arange(chunk)[:, None]
+            rows = (step % count) * size + jnp.arange(size)[:, None]
             logits = jnp.where(jnp.arange(length)[None, :] <= rows, logits, -jnp.inf)
         weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-        return jnp.einsum('bhqk,bkhd->bqhd', weights, v)
+        return jnp.einsum('qk,kd->qd', weights, head_values)
 
-    out = jax.lax.map(lambda args: attend(*args), (chunks, starts)).swapaxes(0, 1)
-    return out.reshape(batch, -1, heads, head_dim)[:, :length]
+    out = jax.lax.map(lambda args: attend(*args), (queries, jnp.arange(queries.shape[0])))
+    out = out.reshape(batch, heads, count * size, head_dim)[:, :, :length]
+    return out.transpose(0, 2, 1, 3)
 
 
 def splash_block_size(length: int) -> int:

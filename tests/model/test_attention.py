@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from egovideo_jax.model import EgoVideo
-from egovideo_jax.model.transformer import chunked_attention, resolve_attention
+from egovideo_jax.model.transformer import chunked_attention, query_chunks, resolve_attention
 from tests.helpers.tiny_model import CFG, FAST, SLOW, TOKENS, _max_diff
 
 # ---------------------------------------------------------------------------------------------
@@ -33,6 +33,16 @@ def test_chunked_attention_matches_full_attention(causal):
     grads_chunked = jax.grad(functools.partial(loss, chunked), argnums=(0, 1, 2))(q, k, v)
     for a, b in zip(grads_full, grads_chunked):
         assert _max_diff(a, b) <= 1e-5
+
+
+def test_query_chunks_pad_little():
+    assert query_chunks(3137, 512) == (7, 456)  # the B/16 fast branch: 55 padded rows, not 447
+    assert query_chunks(37, 8) == (5, 8)
+    assert query_chunks(512, 512) == (1, 512)
+    assert query_chunks(9217, 512) == (19, 488)
+    for length in range(1, 300, 7):
+        count, size = query_chunks(length, 64)
+        assert size % 8 == 0 and size <= 64 and count * size >= length > (count - 1) * size
 
 
 def test_chunked_model_matches_xla_model(params):
