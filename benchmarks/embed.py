@@ -130,9 +130,9 @@ def bench_case(name: str, mode: str, single_frames: int | None, batch: int, args
         import torch
 
         torch.set_num_threads(os.cpu_count())
+        reference = reference_model(model, args.variant)  # puts the repository on sys.path
         from tests.helpers import torch_reference
 
-        reference = reference_model(model, args.variant)
         tensors = [torch.from_numpy(x) for x in inputs]
         theirs, torch_seconds, torch_times = time_reference(reference, tensors, args)
         written = torch_reference.multi_head_attention
