@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine_info import write_results
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SETTINGS = {
@@ -111,7 +113,6 @@ def main(argv=None):
 
     import jax
 
-    from egovideo_jax.io.atomic import write_json_atomically
     device = jax.devices()[0]
     print(f'{jax.device_count()} x {device.device_kind} ({device.platform}), jax '
           f'{jax.__version__}', flush=True)
@@ -126,14 +127,11 @@ def main(argv=None):
               f"remat {result['remat_policy']}: step {result['step_s'] * 1e3:.0f} ms, "
               f"{result['clips_per_s']:.0f} clips/s, MFU {mfu}, peak memory {peak} "
               f"(compile {result['compile_s']:.0f} s, loss {result['loss']:.3f})", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(out, {
+    write_results(args.out, {
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(),
         'device_kind': device.device_kind, 'platform': device.platform,
         'device_count': jax.device_count(), 'jax': jax.__version__,
         'results': results})
-    print(f'wrote {out}')
 
 
 if __name__ == '__main__':

@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from machine_info import machine
+from machine_info import machine, write_results
+from step_timing import median_seconds
 
-from egovideo_jax.io.atomic import write_json_atomically
 from egovideo_jax.model.transformer import chunked_attention
 
 FULL = dict(batch=2, length=3137, heads=12, head_dim=64, repeats=3)
@@ -40,18 +38,6 @@ def implementations(dtype) -> dict:
     return found
 
 
-def median_seconds(fn, repeats: int) -> float:
-    """Median wall time of `fn()` (which must wait for its own result) after one untimed call
-    (the compile, for jitted functions)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_jax(sizes: dict, dtype) -> list[dict]:
     shape = (sizes['batch'], sizes['length'], sizes['heads'], sizes['head_dim'])
     q, k, v = (jax.random.normal(jax.random.PRNGKey(i), shape, dtype) for i in range(3))
@@ -65,9 +51,9 @@ def bench_jax(sizes: dict, dtype) -> list[dict]:
         reference = out if reference is None else reference
         rows.append({'name': name,
                      'forward_s': median_seconds(
-                         lambda: jax.block_until_ready(forward(q, k, v)), sizes['repeats']),
+                         lambda: jax.block_until_ready(forward(q, k, v)), sizes['repeats'])[0],
                      'gradient_s': median_seconds(
-                         lambda: jax.block_until_ready(gradient(q, k, v)), sizes['repeats']),
+                         lambda: jax.block_until_ready(gradient(q, k, v)), sizes['repeats'])[0],
                      'max_abs_diff_vs_xla': float(np.max(np.abs(out - reference)))})
         print(f"{name:8s} forward {rows[-1]['forward_s']:.3f} s  gradient "
               f"{rows[-1]['gradient_s']:.3f} s", flush=True)
@@ -87,8 +73,8 @@ def bench_torch(sizes: dict) -> dict:
     def gradient():
         F.scaled_dot_product_attention(q, k, v).pow(2).sum().backward()
 
-    row = {'name': 'torch sdpa', 'forward_s': median_seconds(forward, sizes['repeats']),
-           'gradient_s': median_seconds(gradient, sizes['repeats']),
+    row = {'name': 'torch sdpa', 'forward_s': median_seconds(forward, sizes['repeats'])[0],
+           'gradient_s': median_seconds(gradient, sizes['repeats'])[0],
            'torch_threads': torch.get_num_threads()}
     print(f"torch    forward {row['forward_s']:.3f} s  gradient {row['gradient_s']:.3f} s",
           flush=True)
@@ -115,8 +101,7 @@ def main(argv=None) -> dict:
                           'device': jax.devices()[0].device_kind},
               'sizes': sizes, 'dtype': args.dtype, 'results': rows}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    write_json_atomically(args.out, report)
-    print(f'wrote {args.out}')
+    write_results(args.out, report)
     return report
 
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from machine_info import machine
+from machine_info import machine, write_results
+from step_timing import median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / 'benchmarks' / 'results' / 'embed.json'
@@ -52,17 +51,6 @@ def parse_args(argv=None):
     if args.repeats < 1 or args.warmup < 1 or min(args.batches) < 1:
         parser.error('--repeats, --warmup and --batches must be >= 1')
     return args
-
-
-def median_seconds(fn, repeats: int, warmup: int) -> tuple[float, list[float]]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
 
 
 def frames(batch: int, num_frames: int, size: int, seed: int) -> np.ndarray:
@@ -121,8 +109,8 @@ def bench_case(name: str, mode: str, single_frames: int | None, batch: int, args
     else:
         inputs = (frames(batch, single_frames, size, 1),)
     ours = model.encode_video(*inputs)
-    seconds, times = median_seconds(lambda: model.encode_video(*inputs), args.repeats,
-                                    args.warmup)
+    seconds, times = median_seconds(lambda: model.encode_video(*inputs),
+                                    args.repeats, args.warmup)
     row = {'case': name, 'mode': mode, 'batch': batch,
            'frames': [x.shape[1] for x in inputs], 'ours_s': seconds, 'ours_times_s': times,
            'ours_clips_per_s': batch / seconds}
@@ -172,8 +160,6 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import jax
 
-    from egovideo_jax.io.atomic import write_json_atomically
-
     cases = {name: (mode, single) for name, mode, single in CASES}
     rows = []
     for name in args.cases:
@@ -189,10 +175,7 @@ def main(argv=None) -> dict:
               'machine': machine(('jax', 'jaxlib', 'flax', 'torch')), 'results': rows}
     if hasattr(os, 'getloadavg'):  # other work on the host skews timings: say how much
         report['load_average_at_end'] = list(os.getloadavg())
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(out, report)
-    print(f'wrote {out}')
+    write_results(args.out, report)
     return report
 
 

@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine_info import machine
+from machine_info import machine, write_results
 
 PACKAGES = ('av', 'numpy', 'pillow')  # versions recorded in the JSON
 
@@ -278,7 +278,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    from egovideo_jax.io.atomic import write_json_atomically
     args = parse_args(argv)
     temp = tempfile.mkdtemp(prefix='hod_pipeline_bench-')
     try:
@@ -330,10 +329,7 @@ def main(argv=None) -> int:
             'settings': results,
             'stages': stages,
         }
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(out, report)
-        print(f'wrote {out}')
+        write_results(args.out, report)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return 0

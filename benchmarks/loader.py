@@ -36,7 +36,7 @@ import time
 
 import av
 import numpy as np
-from machine_info import machine
+from machine_info import machine, write_results
 from PIL import Image
 
 PACKAGES = ('grain', 'av', 'numpy', 'pillow', 'jax')  # versions recorded in the JSON
@@ -362,7 +362,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    from egovideo_jax.io.atomic import write_json_atomically
     args = parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
     for key, value in (('seconds', args.seconds), ('max_clips', args.max_clips),
@@ -404,8 +403,7 @@ def main(argv=None) -> int:
         'settings': results,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    write_json_atomically(args.out, report)
-    print(f'wrote {args.out}')
+    write_results(args.out, report)
     return 0
 
 

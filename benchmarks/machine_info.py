@@ -1,9 +1,10 @@
-"""What the benchmark JSON files record about the machine they ran on."""
+"""What the benchmark JSON files record about the machine they ran on, and how they are written."""
 from __future__ import annotations
 
 import importlib.metadata
 import os
 import platform
+from pathlib import Path
 
 
 def machine(packages: tuple[str, ...] = ()) -> dict:
@@ -31,3 +32,12 @@ def machine(packages: tuple[str, ...] = ()) -> dict:
             pass
     info['versions'] = versions
     return info
+
+
+def write_results(path: str | os.PathLike, report: dict) -> None:
+    """`report` as JSON at `path` (its directory created), atomically; says where."""
+    from egovideo_jax.io.atomic import write_json_atomically
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(path, report)
+    print(f'wrote {path}')

@@ -1,5 +1,5 @@
-"""How benchmarks/train_step.py measures a step, the same way for the JAX and the PyTorch
-side: wall and process CPU seconds per call, their summary, and peak host memory growth."""
+"""How the benchmarks time a call, the same way for the JAX and the PyTorch side: wall and
+process CPU seconds per call, their summary or median, and peak host memory growth."""
 from __future__ import annotations
 
 import os
@@ -23,6 +23,13 @@ def timed_steps(step, steps: int, warmup: int, label: str = '') -> dict:
                 print(f'  {label} {phase} step {index + 1}/{count}: {wall[phase][-1]:.1f} s '
                       f'(CPU {cpu[phase][-1]:.1f} s)', flush=True)
     return {'wall': wall, 'cpu': cpu}
+
+
+def median_seconds(fn, repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+    """Median and every wall time of `repeats` calls of `fn` (which must wait for its own
+    result) after `warmup` untimed ones (the first compiles, for jitted functions)."""
+    times = timed_steps(fn, repeats, warmup)['wall']['timed']
+    return statistics.median(times), times
 
 
 def summary(timing: dict, batch: int) -> dict:

@@ -49,6 +49,7 @@ import platform
 import sys
 from pathlib import Path
 
+from machine_info import write_results
 from train_step_jax import (
     FAST_FRAMES,
     SLOW_FRAMES,
@@ -250,12 +251,7 @@ def main(argv=None) -> dict:
           'seconds per step (all threads).')
     if hasattr(os, 'getloadavg'):  # other work on the host skews CPU timings: say how much
         env['load_average_at_end'] = list(os.getloadavg())
-    from egovideo_jax.io.atomic import write_json_atomically
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(out, report)
-    print(f'wrote {out}')
+    write_results(args.out, report)
     return report
 
 
