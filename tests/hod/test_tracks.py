@@ -8,6 +8,7 @@ import pytest
 from egovideo_jax.hod import motion
 from egovideo_jax.hod.detections import BBox, FrameDetections, HandDetection, ObjectDetection
 from egovideo_jax.hod.tracks import ABSENT, DETECTED, INTERPOLATED, Tracks, build_tracks
+from tests.helpers.hod_scenarios import N, line, scripted, still
 
 
 def hand(x, y, side='right', score=0.9, state=0, offset=(0.0, 0.0), half=0.05):
@@ -131,28 +132,7 @@ def test_tracks_reject_inconsistent_shapes():
 
 # ----------------------------------------------------------------------------- motion facts
 
-N = 32
 TIMES = np.linspace(10.0, 12.0, N)  # absolute times: facts report them from the clip start
-
-
-def scripted(centers, contact=None, half=0.05):
-    """Tracks from per-frame centres {name: [N, 2]}, all detected."""
-    boxes, valid = {}, {}
-    for name in ('left_hand', 'right_hand', 'object'):
-        points = np.asarray(centers.get(name, np.zeros((N, 2))), np.float64)
-        boxes[name] = np.concatenate([points - half, points + half], axis=1)
-        valid[name] = np.full(N, DETECTED if name in centers else ABSENT)
-    contact = contact or {}
-    return Tracks(boxes, valid, {side: contact.get(side, np.zeros(N)) for side in
-                                 ('left', 'right')})
-
-
-def still(x, y):
-    return np.tile([x, y], (N, 1))
-
-
-def line(start, end, num=N):
-    return np.linspace(start, end, num)
 
 
 def test_hand_moving_right():

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -27,22 +26,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.train_fixtures import simulated_devices_env
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / 'tests' / 'helpers' / 'train_multidevice_script.py'
-# Faster XLA:CPU compiles (LLVM optimisation off): slower code, same float semantics.
-FAST_COMPILE_FLAGS = ('--xla_backend_optimization_level=0',
-                      '--xla_llvm_disable_expensive_passes=true')
 TIMEOUT_S = 600
-
-
-def child_env(devices: int) -> dict[str, str]:
-    env = dict(os.environ)
-    kept = [flag for flag in env.get('XLA_FLAGS', '').split()
-            if not flag.startswith('--xla_force_host_platform_device_count')]
-    env['XLA_FLAGS'] = ' '.join([*kept, *FAST_COMPILE_FLAGS,
-                                 f'--xla_force_host_platform_device_count={devices}'])
-    env['JAX_PLATFORMS'] = 'cpu'
-    return env
 
 
 class Script:
@@ -54,7 +42,7 @@ class Script:
         self.log = open(tmp_path / f'{name}.log', 'w+')
         self.command = [sys.executable, str(SCRIPT), *args, f'--devices={devices}',
                         f'--out={self.out}']
-        self.proc = subprocess.Popen(self.command, cwd=REPO, env=child_env(devices),
+        self.proc = subprocess.Popen(self.command, cwd=REPO, env=simulated_devices_env(devices),
                                      stdout=self.log, stderr=subprocess.STDOUT)
 
     def result(self) -> dict:

@@ -8,7 +8,6 @@ with fsdp=4, where each device holds a quarter of the parameters and optimizer s
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -16,24 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.train_fixtures import simulated_devices_env
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = ['--config=configs/cotrain.py:demo', '--config.model.variant=tiny',
         '--config.data.crop_size=32']
-# Faster XLA:CPU compiles (LLVM optimisation off): slower code, same float semantics.
-FAST_COMPILE_FLAGS = ('--xla_backend_optimization_level=0',
-                      '--xla_llvm_disable_expensive_passes=true')
 NUM_PARAMS_TINY_SLOWFAST = 3_401_027
 FIELDS = ('argument', 'output', 'alias', 'temp', 'code', 'total')
-
-
-def child_env(devices: int) -> dict[str, str]:
-    env = dict(os.environ)
-    kept = [flag for flag in env.get('XLA_FLAGS', '').split()
-            if not flag.startswith('--xla_force_host_platform_device_count')]
-    env['XLA_FLAGS'] = ' '.join([*kept, *FAST_COMPILE_FLAGS,
-                                 f'--xla_force_host_platform_device_count={devices}'])
-    env['JAX_PLATFORMS'] = 'cpu'
-    return env
 
 
 @pytest.fixture(scope='module')
@@ -45,7 +33,7 @@ def reports(tmp_path_factory):
     for devices, args in runs.items():
         command = [sys.executable, '-m', 'egovideo_jax.train.memory', *args,
                    f'--json={tmp / f"memory{devices}.json"}']
-        procs[devices] = subprocess.Popen(command, cwd=REPO, env=child_env(devices),
+        procs[devices] = subprocess.Popen(command, cwd=REPO, env=simulated_devices_env(devices),
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True)
     results = {}
