@@ -18,8 +18,13 @@ Layout written by `DatasetWriter` (ArrayRecord shards end in `.array_record`, no
      "min_short_side": 256,
      "fps": 30.0,                      # frame rate of the source videos, null if unknown
      "narration_fields": ["text/narration"],   # text features non-empty in some clip
+     "label_fields": ["labels/verb", "labels/noun", "labels/action", "captions/text"],
+                                       # label block features in some clip ([] without)
      "producer": {...},                # the command and config that wrote the dataset
      "created_utc": "2025-01-01T00:00:00Z"}
+
+Labelled datasets also hold `classes.json` (the class names behind the label indices;
+`egovideo_jax/records/classes.py`), written beside the manifest by the label converters.
 
 `open_dataset` also reads a directory of TFRecord (or ArrayRecord) shards without a manifest,
 e.g. another tool's output; TFRecord shards without an index are indexed by one scan.
@@ -48,6 +53,7 @@ from egovideo_jax.records.tfrecord import RecordError
 
 MANIFEST_NAME = 'manifest.json'
 MANIFEST_VERSION = 1
+LABEL_FIELDS = tuple(f'labels/{name}' for name in schema.LABEL_NAMES) + ('captions/text',)
 FORMATS = {'tfrecord': '.tfrecord', 'arrayrecord': '.array_record'}
 _SHARD_NAME = re.compile(r'^(?P<name>.+)-(?P<shard>\d{5})-of-(?P<total>\d{5})(?P<ext>\.[a-z_]+)$')
 # Our names and TFDS-style names (`mnist-train.tfrecord-00000-of-00001`).
@@ -103,6 +109,7 @@ class DatasetWriter(AbortOnError):
         self._frame_counts: collections.Counter = collections.Counter()
         self._frame_sizes: set[tuple[int, int]] = set()
         self._narration_fields: set[str] = set()
+        self._label_fields: set[str] = set()
         self._closed = False
 
     def __len__(self) -> int:
@@ -124,6 +131,9 @@ class DatasetWriter(AbortOnError):
             self._narration_fields.add('text/narration')
         if clip['hod']:
             self._narration_fields.add('text/hod')
+        self._label_fields.update(f'labels/{name}' for name in clip.get('labels') or {})
+        if clip.get('captions'):
+            self._label_fields.add('captions/text')
         if len(self._writer) == self.records_per_shard:
             self._finished.append(self._writer.close())
             self._writer = None
@@ -166,6 +176,7 @@ class DatasetWriter(AbortOnError):
             'fps': self.fps,
             'narration_fields': [field for field in schema.NARRATION_FEATURES
                                  if field in self._narration_fields],
+            'label_fields': [field for field in LABEL_FIELDS if field in self._label_fields],
             'producer': self.producer,
             'created_utc': datetime.datetime.now(datetime.timezone.utc).strftime(
                 '%Y-%m-%dT%H:%M:%SZ'),

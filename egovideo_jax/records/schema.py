@@ -22,11 +22,32 @@ with B in `left_hand, right_hand, object` and H in `left, right`; box validity i
 1 detected, 2 interpolated; contact is the 100DOH state 0..4. Strings are UTF-8; box
 coordinates are normalised to [0, 1] by the frame width and height. Examples are serialised
 deterministically (sorted feature keys), so the same clip always gives the same bytes.
+
+Label block, version 1 (optional; for fine-tuning; K = caption candidates of the clip):
+
+| feature                         | proto list | values | clip dict key (decoded type)        |
+| ------------------------------- | ---------- | ------ | ----------------------------------- |
+| `labels/version`                | int64      | 1      | (checked, == LABEL_BLOCK_VERSION)   |
+| `labels/{L}`                    | int64      | 1      | `labels[L]` (int, class index >= 0) |
+| `captions/text`                 | bytes      | K      | `captions` (list[str])              |
+| `captions/relevancy`            | float      | K      | `caption_relevancy` (float32 [K])   |
+
+with L in `verb, noun, action` (`LABEL_NAMES`), each present only when the clip has that
+label; the class names behind the indices are the dataset directory's `classes.json`
+(`egovideo_jax/records/classes.py`). Captions are the clip's relevancy-ranked caption
+candidates (EK-100 MIR: sentences of relevancy > threshold), relevancy in [0, 1]; the two
+caption features are written together and only when K > 0. The block is written only when a
+clip has a label or a caption, and `labels/version` is then required. On encode `labels`,
+`captions` and `caption_relevancy` are optional; decode always returns them (`{}`, `[]` and
+an empty float32 array for a clip without the block). The block does not change
+`schema/version` (still 1): records without it decode as before (labels `{}`), and records
+with it are read by older readers, which look up only the features they know and ignore the
+rest.
 """
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -35,6 +56,8 @@ from tensorflow_datasets.proto import tf_example_pb2
 from egovideo_jax.records.tfrecord import RecordError
 
 SCHEMA_VERSION = 1
+LABEL_BLOCK_VERSION = 1
+LABEL_NAMES = ('verb', 'noun', 'action')
 BOX_NAMES = ('left_hand', 'right_hand', 'object')
 HAND_NAMES = ('left', 'right')
 BOX_VALID_CODES = (0, 1, 2)  # absent, detected, interpolated
@@ -115,7 +138,40 @@ def encode_clip(clip: dict) -> bytes:
         check(_valid_codes(codes, num_frames, CONTACT_STATES), f'contact[{hand}]',
               f'expected {num_frames} integers in {list(CONTACT_STATES)}, got {codes!r}')
         features[f'hands/{hand}_contact'].int64_list.value.extend(codes.tolist())
+    _encode_label_block(clip, features, check)
     return example.SerializeToString(deterministic=True)
+
+
+def _encode_label_block(clip: dict, features, check) -> None:
+    labels = clip.get('labels') or {}
+    check(isinstance(labels, Mapping), 'labels', f'expected a dict, got {type(labels).__name__}')
+    for name, value in labels.items():
+        check(name in LABEL_NAMES, 'labels', f'unknown label {name!r}; expected names from '
+                                             f'{list(LABEL_NAMES)}')
+        check(isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+              and value >= 0, f'labels[{name}]',
+              f'expected a class index (int >= 0), got {value!r}')
+    captions = clip.get('captions')
+    captions = [] if captions is None else captions
+    check(not isinstance(captions, str) and all(isinstance(text, str) for text in captions),
+          'captions', 'expected a list of str')
+    captions = list(captions)
+    relevancy = clip.get('caption_relevancy')
+    relevancy = np.asarray([] if relevancy is None else relevancy, np.float32)
+    check(relevancy.shape == (len(captions),), 'caption_relevancy',
+          f'expected shape ({len(captions)},) for {len(captions)} captions, got '
+          f'{relevancy.shape}')
+    check(bool(np.all((relevancy >= 0) & (relevancy <= 1))), 'caption_relevancy',
+          f'values must be in [0, 1], got {relevancy.tolist()}')
+    if not labels and not captions:
+        return
+    features['labels/version'].int64_list.value.append(LABEL_BLOCK_VERSION)
+    for name, value in labels.items():
+        features[f'labels/{name}'].int64_list.value.append(int(value))
+    if captions:
+        features['captions/text'].bytes_list.value.extend(text.encode('utf-8')
+                                                          for text in captions)
+        features['captions/relevancy'].float_list.value.extend(relevancy.tolist())
 
 
 def _valid_codes(codes: np.ndarray, num_frames: int, allowed) -> bool:
@@ -182,6 +238,40 @@ def decode_clip(data: bytes, *, shard: str = '', index: int = -1) -> dict:
                          for name in BOX_NAMES}
     clip['contact'] = {hand: codes(f'hands/{hand}_contact', CONTACT_STATES)
                        for hand in HAND_NAMES}
+    clip.update(labels={}, captions=[], caption_relevancy=np.zeros(0, np.float32))
+    block = sorted(feature for feature in features
+                   if feature.startswith(('labels/', 'captions/')))
+    if not block:
+        return clip
+    if 'labels/version' not in features:
+        fail(block[0], 'part of the label block, but labels/version is missing')
+    version = values('labels/version', 'int64_list', 1)[0]
+    if version != LABEL_BLOCK_VERSION:
+        fail('labels/version', f'label block version {version}, this reader supports '
+                               f'{LABEL_BLOCK_VERSION}')
+    known = {f'labels/{name}' for name in LABEL_NAMES} | {
+        'labels/version', 'captions/text', 'captions/relevancy'}
+    unknown = [feature for feature in block if feature not in known]
+    if unknown:
+        fail(unknown[0], f'unknown label block feature; labels are {list(LABEL_NAMES)}')
+    for name in LABEL_NAMES:
+        if f'labels/{name}' in features:
+            value = values(f'labels/{name}', 'int64_list', 1)[0]
+            if value < 0:
+                fail(f'labels/{name}', f'class index must be >= 0, got {value}')
+            clip['labels'][name] = int(value)
+    has_text, has_relevancy = 'captions/text' in features, 'captions/relevancy' in features
+    if has_text != has_relevancy:
+        fail('captions/relevancy' if has_text else 'captions/text',
+             'missing; captions/text and captions/relevancy go together')
+    if has_text:
+        clip['captions'] = [text('captions/text', raw)
+                            for raw in values('captions/text', 'bytes_list')]
+        relevancy = np.array(values('captions/relevancy', 'float_list', len(clip['captions'])),
+                             np.float32)
+        if not np.all((relevancy >= 0) & (relevancy <= 1)):
+            fail('captions/relevancy', f'values must be in [0, 1], got {relevancy.tolist()}')
+        clip['caption_relevancy'] = relevancy
     return clip
 
 

@@ -27,6 +27,7 @@ def describe_dataset(dataset: ClipDataset) -> list[str]:
             f'  frames per clip: {manifest.get("frames_per_clip")}; frame sizes (HxW): '
             f'{sizes or "-"}; fps: {manifest.get("fps")}',
             f'  narration fields: {", ".join(manifest.get("narration_fields", [])) or "none"}',
+            f'  label fields: {", ".join(manifest.get("label_fields", [])) or "none"}',
             f'  producer: {producer.get("command", producer) or "-"}',
         ]
     lines.append('  shards:')
@@ -57,4 +58,17 @@ def describe_clip(clip: dict) -> list[str]:
         lines.append(f'  boxes/{name}: {_counts(clip["box_valid"][name], _VALID_NAMES)}')
     for hand in schema.HAND_NAMES:
         lines.append(f'  hands/{hand}_contact: {_counts(clip["contact"][hand])}')
+    labels = clip.get('labels') or {}
+    if labels:
+        lines.append('  labels: ' + ', '.join(f'{name} {labels[name]}'
+                                              for name in schema.LABEL_NAMES if name in labels))
+    captions = clip.get('captions') or []
+    if captions:
+        lines.append(f'  captions: {len(captions)} (relevancy '
+                     f'{float(clip["caption_relevancy"].max()):.2f}..'
+                     f'{float(clip["caption_relevancy"].min()):.2f})')
+        for text, relevancy in list(zip(captions, clip['caption_relevancy']))[:5]:
+            lines.append(f'    {relevancy:.2f} {text!r}')
+        if len(captions) > 5:
+            lines.append(f'    ... {len(captions) - 5} more')
     return lines

@@ -25,8 +25,18 @@ def make_clip(num_frames=3, seed=0, height=24, width=32):
     }
 
 
+LABEL_BLOCK_DEFAULTS = {'labels': {}, 'captions': [],
+                        'caption_relevancy': np.zeros(0, np.float32)}
+
+
 def assert_clips_equal(actual, expected):
+    """`expected` may omit the optional label block (decode gives its empty defaults)."""
+    expected = {**LABEL_BLOCK_DEFAULTS, **expected}
     assert set(actual) == set(expected)
+    assert actual['labels'] == expected['labels']
+    assert actual['captions'] == expected['captions']
+    np.testing.assert_allclose(actual['caption_relevancy'], expected['caption_relevancy'])
+    assert actual['caption_relevancy'].dtype == np.float32
     for key in ('clip_id', 'video_id', 'source', 'narration', 'hod', 'frames_jpeg'):
         assert actual[key] == expected[key], key
     assert actual['start'] == pytest.approx(expected['start'])
