@@ -1,21 +1,21 @@
 """EGTEA Gaze+ zero-shot action recognition (106 classes).
 
-Inputs (unchanged official files): `action_idx.txt` (lines `Name_With_Underscores idx`,
-idx 1..N; class text = the name with `_` -> space, lower-cased) and `test_split1.txt`
-(lines `clip_id action_idx ...`); the trimmed clip of `clip_id` is
+Inputs (unchanged official files, read by `egovideo_jax/io/epic_files.py`):
+`action_idx.txt` (lines `Name_With_Underscores idx`, idx 1..N; class text = the name with
+`_` -> space, lower-cased) and `test_split1.txt` (lines `clip_id action_idx ...`); the trimmed clip of `clip_id` is
 `{root}/{first three '-'-fields of clip_id}/{clip_id}.mp4`. Each clip is read whole: `n`
 frames at `floor((k + 0.5) * num_frames / n)`. Metrics: top-1 and mean class accuracy.
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from egovideo_jax.evaluate.metrics import mean_class_accuracy, topk_accuracy
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
+from egovideo_jax.io.epic_files import clip_video, read_action_names, read_lines
 from egovideo_jax.media.frames import read_clips
 from egovideo_jax.media.video import video_info
 
@@ -26,35 +26,6 @@ class Annotations:
     videos: list[Path]
     sources: list[str]   # 'FILE, line N' of each test clip
     labels: np.ndarray   # 0-based class per clip
-
-
-def _lines(path: Path) -> Iterator[tuple[str, list[str]]]:
-    """`('FILE, line N', fields)` for every non-blank line."""
-    with open(path, encoding='utf-8') as file:
-        for number, line in enumerate(file, 1):
-            if line.strip():
-                yield f'{path}, line {number}', line.split()
-
-
-def read_action_names(path: Path) -> list[str]:
-    """Class texts in class order (idx 1 first)."""
-    names: dict[int, str] = {}
-    for source, fields in _lines(path):
-        if len(fields) != 2 or not fields[1].isdigit():
-            raise ValueError(f'{source}: expected "Name_With_Underscores idx", got '
-                             f'{" ".join(fields)!r}')
-        idx = int(fields[1])
-        if idx in names:
-            raise ValueError(f'{source}: class index {idx} appears twice')
-        names[idx] = fields[0].replace('_', ' ').lower()
-    if sorted(names) != list(range(1, len(names) + 1)):
-        raise ValueError(f'{path}: class indices must be 1..{len(names)} without gaps, got '
-                         f'{sorted(names)[:5]}...')
-    return [names[idx] for idx in range(1, len(names) + 1)]
-
-
-def clip_video(root: Path, clip_id: str) -> Path:
-    return root / '-'.join(clip_id.split('-')[:3]) / f'{clip_id}.mp4'
 
 
 def whole_clip_indices(num_frames: int, n: int) -> np.ndarray:
@@ -70,7 +41,7 @@ class EGTEA(Evaluator):
                                         self.path('root'))
         class_texts = read_action_names(action_idx)
         videos, sources, labels = [], [], []
-        for source, fields in _lines(test_split):
+        for source, fields in read_lines(test_split):
             if len(fields) < 2 or not fields[1].isdigit() or fields[0].count('-') < 2:
                 raise ValueError(f'{source}: expected "clip_id action_idx ..." with a clip_id '
                                  f'of at least three "-"-fields, got {" ".join(fields)!r}')
