@@ -17,8 +17,10 @@ import functools
 import math
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
+import numpy as np
 import tqdm
 
 from egovideo_jax.io.csv_rows import CsvRow, csv_records
@@ -141,6 +143,32 @@ def single_rate(rates: set[float]) -> float | None:
     return next(iter(rates)) if len(rates) == 1 and 0.0 not in rates else None
 
 
+def read_frames(function, *args) -> tuple[list, np.ndarray, float]:
+    """`function(*args)`, a `video_clips` frame reader; BadRow with the skip reason (missing
+    video, bad times, decode failure) when it fails. Shared by every converter."""
+    try:
+        return function(*args)
+    except video_clips.MissingVideoError as error:
+        raise BadRow(MISSING_VIDEO, str(error)) from None
+    except video_clips.ClipOutsideVideoError as error:
+        raise BadRow(BAD_TIMES, str(error)) from None
+    except (ValueError, OSError) as error:
+        raise BadRow(DECODE_FAILURE, str(error)) from None
+
+
+def clip_record(*, clip_id: str, video_id: str, source: str, start: float, end: float,
+                frames: list, frame_times: np.ndarray, narration: str, jpeg_quality: int,
+                **extra) -> dict:
+    """The clip dict of decoded frames (JPEG-encoded here), without HOD narrations or
+    boxes; `extra` adds fields such as the label block."""
+    return {
+        'clip_id': clip_id, 'video_id': video_id, 'source': source, 'start': start, 'end': end,
+        'frames_jpeg': [schema.encode_jpeg(frame, jpeg_quality) for frame in frames],
+        'frame_times': frame_times, 'narration': narration, 'hod': [],
+        **schema.empty_tracks(len(frames)), **extra,
+    }
+
+
 def convert_row(row: CsvRow, options: ClipOptions) -> ConvertedClip | Skip:
     """The clip of one row, or why it is skipped."""
     def skip(reason, detail):
@@ -149,30 +177,16 @@ def convert_row(row: CsvRow, options: ClipOptions) -> ConvertedClip | Skip:
 
     try:
         clip = parse_row(row)
+        frames, frame_times, fps = read_frames(
+            video_clips.read_clip_frames, options.video_root, clip.video_id, clip.start,
+            clip.end, options.frames_per_clip, options.short_side, options.chunk_seconds)
     except BadRow as error:
         return skip(error.reason, error.detail)
-    try:
-        frames, frame_times, fps = video_clips.read_clip_frames(
-            options.video_root, clip.video_id, clip.start, clip.end, options.frames_per_clip,
-            options.short_side, options.chunk_seconds)
-    except video_clips.MissingVideoError as error:
-        return skip(MISSING_VIDEO, str(error))
-    except video_clips.ClipOutsideVideoError as error:
-        return skip(BAD_TIMES, str(error))
-    except (ValueError, OSError) as error:
-        return skip(DECODE_FAILURE, str(error))
-    return ConvertedClip({
-        'clip_id': clip_id_for(clip.video_id, clip.start, clip.end, row.line),
-        'video_id': clip.video_id,
-        'source': clip.source,
-        'start': clip.start,
-        'end': clip.end,
-        'frames_jpeg': [schema.encode_jpeg(frame, options.jpeg_quality) for frame in frames],
-        'frame_times': frame_times,
-        'narration': clip.text,
-        'hod': [],
-        **schema.empty_tracks(len(frames)),
-    }, fps)
+    return ConvertedClip(clip_record(
+        clip_id=clip_id_for(clip.video_id, clip.start, clip.end, row.line),
+        video_id=clip.video_id, source=clip.source, start=clip.start, end=clip.end,
+        frames=frames, frame_times=frame_times, narration=clip.text,
+        jpeg_quality=options.jpeg_quality), fps)
 
 
 def _count_rows(csv_path) -> int:
@@ -203,10 +217,26 @@ def convert_csv(csv_path, video_root, out_dir, *, frames_per_clip: int = 32,
         raise FileNotFoundError(f'video root {video_root} is not a directory')
     options = ClipOptions(os.fspath(video_root), frames_per_clip, short_side, chunk_seconds,
                           jpeg_quality)
-    convert = functools.partial(convert_row, options=options)
+    return write_clips(functools.partial(convert_row, options=options), read_rows(csv_path),
+                       _count_rows(csv_path), out_dir, workers=workers,
+                       records_per_shard=records_per_shard, format=format, producer=producer,
+                       progress=progress)
+
+
+def write_clips(convert: Callable[[Any], ConvertedClip | Skip], items: Iterable,
+                num_items: int, out_dir, *, workers: int = 1, records_per_shard: int = 256,
+                format: str = 'tfrecord', producer: dict | None = None, progress: bool = True,
+                on_clip: Callable[[dict], None] | None = None,
+                before_close: Callable[[DatasetWriter], None] | None = None
+                ) -> ConversionSummary:
+    """The conversion loop of every converter: `convert(item)` for each item, in order, in
+    `workers` processes (`convert` must pickle: a module-level function or a partial of one),
+    each clip into a `DatasetWriter` at `out_dir`, each Skip counted and listed in
+    `out_dir/skipped.csv`. `on_clip(clip)` sees every written clip (for counts);
+    `before_close(writer)` writes extra files before the manifest. Nothing is kept when the
+    loop raises."""
     skipped: list[Skip] = []
     rates = set()
-    num_rows = _count_rows(csv_path)
     writer = DatasetWriter(out_dir, records_per_shard=records_per_shard, format=format,
                            producer=producer)
     try:
@@ -214,8 +244,8 @@ def convert_csv(csv_path, video_root, out_dir, *, frames_per_clip: int = 32,
         pool = (multiprocessing.get_context('spawn').Pool(workers) if workers > 1
                 else _InlinePool())
         with pool:
-            results = pool.imap(convert, read_rows(csv_path), chunksize=1)
-            bar = tqdm.tqdm(results, total=num_rows, unit='clip', disable=not progress,
+            results = pool.imap(convert, items, chunksize=1)
+            bar = tqdm.tqdm(results, total=num_items, unit='clip', disable=not progress,
                             desc='converting')
             for result in bar:
                 if isinstance(result, Skip):
@@ -224,14 +254,18 @@ def convert_csv(csv_path, video_root, out_dir, *, frames_per_clip: int = 32,
                 else:
                     writer.add(result.clip)
                     rates.add(result.source_fps)
+                    if on_clip is not None:
+                        on_clip(result.clip)
+        writer.fps = single_rate(rates)
+        if before_close is not None:
+            before_close(writer)
     except BaseException:
         writer.abort()
         raise
-    writer.fps = single_rate(rates)
     num_clips = len(writer)
     manifest = writer.close()
     write_skipped(os.path.join(out_dir, SKIPPED_NAME), skipped)
-    return ConversionSummary(num_rows, num_clips, skipped, manifest)
+    return ConversionSummary(num_items, num_clips, skipped, manifest)
 
 
 class _InlinePool:

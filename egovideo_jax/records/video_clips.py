@@ -135,13 +135,34 @@ def read_clip_frames(video_root: str, video_id: str, start: float, end: float,
     """`(frames, frame_times, fps)` of a clip: `num_frames` uint8 RGB frames (short side
     `short_side`), their video timestamps (float32 seconds) and the source frame rate
     (0.0 when unknown)."""
+    times = _clip_times(start, end, num_frames)
+    return _read_segments(resolve_segments(video_root, video_id, times, chunk_seconds), times,
+                          short_side)
+
+
+def read_video_frames(path: str, start: float, end: float, num_frames: int, short_side: int
+                      ) -> tuple[list[np.ndarray], np.ndarray, float]:
+    """`read_clip_frames` for a video at a known path (e.g. an EPIC `P01/P01_01.MP4`, an
+    EGTEA trimmed clip); MissingVideoError when the file does not exist."""
+    if not os.path.isfile(path):
+        raise MissingVideoError(f'no video {path}')
+    times = _clip_times(start, end, num_frames)
+    return _read_segments([(VideoSegment(os.fspath(path), 0.0), np.arange(num_frames))], times,
+                          short_side)
+
+
+def _clip_times(start: float, end: float, num_frames: int) -> np.ndarray:
     if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
         raise ValueError(f'bad clip times [{start}, {end})')
-    times = target_times(start, end, num_frames)
+    return target_times(start, end, num_frames)
+
+
+def _read_segments(segments: list[tuple[VideoSegment, np.ndarray]], times: np.ndarray,
+                   short_side: int) -> tuple[list[np.ndarray], np.ndarray, float]:
+    num_frames = len(times)
     frames: list = [None] * num_frames
     frame_times = np.zeros(num_frames, np.float32)
     rates = []
-    segments = resolve_segments(video_root, video_id, times, chunk_seconds)
     for number, (segment, indices) in enumerate(segments):
         decoded, decoded_times, rate = decode_nearest_frames(
             segment.path, times[indices] - segment.start_time, short_side,
