@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from egovideo_jax.demo import source
+from egovideo_jax.demo.finetune import label_demo_splits
 from egovideo_jax.hod.options import NarratorSpec, PipelineOptions
 from egovideo_jax.hod.pipeline import run_pipeline
 from egovideo_jax.io.atomic import write_json_atomically
@@ -81,16 +82,25 @@ def _render_demo_source(source_dir: Path, num_clips: int, seed: int, split: str,
 
 def prepare_demo_data(config, workdir: Path):
     """Builds the embedded demo dataset through the HOD pipeline if `data.build_demo` is set
-    and `data.train` is empty; points `data.train` and the demo evaluator at it."""
+    and `data.train` is empty; points `data.train` and the demo evaluators at it. A
+    fine-tuning config (`config.task` 'mir' / 'classification') gets the labelled splits
+    (demo/finetune.py)."""
     if not config.data.build_demo or config.data.train:
         return
     demo = config.demo
     paths = build_demo_dataset(demo.dir or workdir / 'demo_data', demo.train_clips,
                                demo.heldout_clips, demo.seed, size=demo.size,
                                workers=demo.workers, num_objects=demo.num_objects)
+    task = config.get('task', 'contrastive')
+    labelled = {}
+    if task != 'contrastive':
+        labelled = label_demo_splits(paths, demo.num_objects, captions=task == 'mir')
     with config.unlocked():
-        config.data.train = paths['train']
+        config.data.train = labelled.get('train', paths['train'])
         for section in config.evals.values():
-            if section.get('type') == 'demo_retrieval':
+            kind = section.get('type')
+            if kind in ('demo_retrieval', 'demo_mir'):
                 section.records = section.records or paths['heldout']
                 section.actions_csv = section.actions_csv or paths['heldout_actions']
+            elif kind == 'classification' and labelled:
+                section.records = section.records or labelled['heldout']

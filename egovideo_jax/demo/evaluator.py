@@ -21,16 +21,19 @@ from pathlib import Path
 import numpy as np
 
 from egovideo_jax.demo.actions import ACTIONS, ActionSpec
-from egovideo_jax.evaluate.embedding import embed_texts, embed_videos, frame_counts
+from egovideo_jax.evaluate.embedding import (
+    embed_texts,
+    embed_videos,
+    frame_counts,
+    sampled_frames,
+)
 from egovideo_jax.evaluate.metrics import mir_map
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
 from egovideo_jax.evaluate.retrieval_plot import STRIP_FRAMES, frame_strip, plot_retrievals
 from egovideo_jax.input.text import clean_narration
 from egovideo_jax.io.choices import check_choice
-from egovideo_jax.media.sampling import sample_eval
 from egovideo_jax.media.transforms import eval_transform
 from egovideo_jax.records.dataset import open_dataset
-from egovideo_jax.records.schema import decode_frames
 
 TEXT_FIELDS = ('narration', 'hod')
 CHANCE_DRAWS = 50  # random similarity matrices averaged for the chance levels
@@ -202,9 +205,3 @@ def pair_accuracy(video: np.ndarray, own: np.ndarray, partner: np.ndarray) -> fl
     partner_similarity = np.sum(video * partner, axis=1)
     return float(np.mean((own_similarity > partner_similarity)
                          + 0.5 * (own_similarity == partner_similarity)))
-
-
-def sampled_frames(clip: dict, count: int, records: Path, index: int) -> np.ndarray:
-    """`count` frames at the centres of equal segments of the clip's stored frames."""
-    stored = len(clip['frames_jpeg'])
-    return decode_frames(clip, sample_eval(0, stored, count), shard=str(records), index=index)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
+from egovideo_jax.media.sampling import sample_eval
 from egovideo_jax.model.config import EgoVideoConfig
 from egovideo_jax.model.egovideo import EgoVideo
 from egovideo_jax.model.encoder import Encoder
@@ -20,6 +22,7 @@ from egovideo_jax.model.layout import is_scanned, unstack_layers
 from egovideo_jax.model.tokenizer import tokenize
 from egovideo_jax.parallel.batching import global_batch
 from egovideo_jax.parallel.sharding import data_parallel_size
+from egovideo_jax.records.schema import decode_frames
 
 Item = TypeVar('Item')
 
@@ -87,13 +90,14 @@ def _prefetched(load: Callable[[Item], Any], items: Sequence[Item], num_workers:
 def embed_videos(model: Encoder, items: Sequence[Item],
                  load: Callable[[Item], Sequence[np.ndarray]], batch_size: int,
                  num_workers: int = 4, mesh: Mesh | None = None,
-                 desc: str = 'videos') -> np.ndarray:
+                 desc: str = 'videos', progress: tqdm | None = None) -> np.ndarray:
     """float32 `[len(items), embed]`: `load(item)` gives the model's video inputs for one clip
     (`[frames]` or `[slow, fast]`, each `[T, H, W, 3]`), embedded `batch_size` at a time.
 
     With a mesh over several processes, each process decodes only its share of every batch
     (`batch_size / process_count` clips), the shares form one global batch on the mesh, and
-    every process gets all the embeddings back."""
+    every process gets all the embeddings back. `progress`: a bar to advance instead of a
+    bar of its own (e.g. one over several calls)."""
     _check_batch_size(batch_size, mesh)
     rank, processes = (jax.process_index(), jax.process_count()) if mesh else (0, 1)
     if batch_size % processes:
@@ -107,16 +111,31 @@ def embed_videos(model: Encoder, items: Sequence[Item],
     loaded = _prefetched(lambda item: None if item is None else load(item), mine, num_workers,
                          window=local_size + 2 * num_workers)
     embeddings = []
-    with tqdm(total=len(items), desc=desc, unit='clip', smoothing=0.1) as progress:
+    own_bar = progress is None
+    if own_bar:
+        progress = tqdm(total=len(items), desc=desc, unit='clip', smoothing=0.1)
+    try:
         for chunk in batches:
             clips = _zero_padded(list(itertools.islice(loaded, local_size)), load, chunk[0])
             branches = [_on_mesh(np.stack(branch), mesh) for branch in zip(*clips)]
             out = _to_host(model.encode_video_array(*branches))
             embeddings.append(np.asarray(out, np.float32)[:len(chunk)])
             progress.update(len(chunk))
+    finally:
+        if own_bar:
+            progress.close()
     if not embeddings:
         return np.zeros((0, model.config.embed_dim), np.float32)
     return np.concatenate(embeddings)
+
+
+def sampled_frames(clip: dict, count: int, records: str | os.PathLike = '',
+                   index: int = -1) -> np.ndarray:
+    """uint8 `[count, H, W, 3]`: `count` frames at the centres of equal segments of a decoded
+    record clip's stored frames (`records` and `index` name it in errors)."""
+    stored = len(clip['frames_jpeg'])
+    return decode_frames(clip, sample_eval(0, stored, count), shard=os.fspath(records),
+                         index=index)
 
 
 def _zero_padded(clips: list, load: Callable, first: Item) -> list:

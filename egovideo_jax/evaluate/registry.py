@@ -54,7 +54,9 @@ EVALUATOR_MODULES = {
     'ek100_cls': 'egovideo_jax.evaluate.ek100_cls',
     'egtea': 'egovideo_jax.evaluate.egtea',
     'egomcq': 'egovideo_jax.evaluate.egomcq',
+    'classification': 'egovideo_jax.evaluate.classification',  # labelled records; heads
     'demo_retrieval': 'egovideo_jax.demo.evaluator',
+    'demo_mir': 'egovideo_jax.demo.mir',
 }
 EVALUATORS: dict[str, type[Evaluator]] = {}
 
@@ -85,12 +87,16 @@ def percent(metrics: Mapping[str, float]) -> dict[str, float]:
 
 
 class Evaluator:
-    """One zero-shot benchmark. Subclasses set `DEFAULTS` (their own fields) and implement
+    """One benchmark (zero-shot, or of fine-tuned heads: `evaluates_heads`). Subclasses set
+    `DEFAULTS` (their own fields) and implement
     `read_annotations()` (read and check every input file; no model needed) and
     `evaluate(model, annotations) -> metrics`."""
 
     type: ClassVar[str] = ''
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # True: a trainer passes its whole model (e.g. a classifier with heads), not only the
+    # EgoVideo inside it.
+    evaluates_heads: ClassVar[bool] = False
 
     def __init__(self, config: ml_collections.ConfigDict, name: str | None = None,
                  workdir: str | os.PathLike | None = None, mesh: Mesh | None = None,
@@ -126,8 +132,7 @@ class Evaluator:
             module=None) -> dict[str, float]:
         """Evaluates an `EgoVideoModel`, or params with their config, or params with the
         Flax `module` they belong to (the trainer passes its own)."""
-        from egovideo_jax.evaluate.embedding import as_model  # JAX loads with a model
-        model = as_model(model_or_params, model_config, module)
+        model = self.bind_model(model_or_params, model_config, module)
         annotations = self.prepare()
         metrics = self.evaluate(model, annotations)
         if self._chance is None:
@@ -140,6 +145,12 @@ class Evaluator:
                 summary['chance'] = self._chance
             write_json_atomically(self.outdir / 'metrics.json', summary)
         return metrics
+
+    def bind_model(self, model_or_params: Any, model_config: EgoVideoConfig | None = None,
+                   module=None):
+        """What `evaluate` gets: an `Encoder` (embedding.as_model) by default."""
+        from egovideo_jax.evaluate.embedding import as_model  # JAX loads with a model
+        return as_model(model_or_params, model_config, module)
 
     def chance_levels(self, annotations) -> dict[str, float]:
         """{metric: what a model without information scores}, for the metrics where a

@@ -61,7 +61,7 @@ class InputStats:
     """Counts of this host's input so far (part of the iterator state)."""
     seen: int = 0  # records read, good or bad
     skipped: int = 0
-    text_fallbacks: int = 0  # text_field 'hod' but the clip had none: used its narration
+    text_fallbacks: int = 0  # text_field 'hod'/'caption' but the clip had none: narration
     skip_reasons: list[str] = dataclasses.field(default_factory=list)  # the first ones
 
     @property
@@ -72,7 +72,9 @@ class InputStats:
 class ClipExampleMaker:
     """Global record index (at a position of the host's stream) -> one training example:
     `slow` float32 [num_frames, S, S, 3], `fast` float32 [fast_frames, S, S, 3] (slowfast),
-    `tokens` int32 [77], `index` int64, and `text_fallback` bool for the accounting stage.
+    `tokens` int32 [77], `index` int64, and `text_fallback` bool for the accounting stage;
+    with `text_field='caption'` also `weight` float32 (the drawn caption's relevancy, 1 for a
+    fallback), and `label_{name}` int32 for every name in `config.labels` (-1: no label).
     """
 
     def __init__(self, source: ClipRecordSource, config: DataConfig, *, train: bool,
@@ -107,7 +109,7 @@ class ClipExampleMaker:
             branches['fast'] = self._positions(stored, config.fast_frames, rng)
         needed = np.unique(np.concatenate(list(branches.values())))
         decoded = schema.decode_frames(clip, needed.tolist(), **where)
-        text, text_fallback = self._text(clip, rng)
+        text, weight, text_fallback = self._text(clip, rng)
         flip = self.train and rng.random() < 0.5
         if flip and config.flip_swaps_sides:
             text = augment.swap_sides(text)
@@ -123,6 +125,10 @@ class ClipExampleMaker:
                 frames = augment.center_crop(frames, config.crop_size)
             example[name] = transforms.normalize(frames)
         example['tokens'] = tokenize(text, config.tokenizer)
+        if config.text_field == 'caption':
+            example['weight'] = np.float32(weight)
+        for name in config.labels:
+            example[f'label_{name}'] = np.int32(clip['labels'].get(name, -1))
         example['index'] = np.int64(record_index)
         example['text_fallback'] = np.bool_(text_fallback)
         return example
@@ -132,16 +138,25 @@ class ClipExampleMaker:
             return sampling.sample_train(0, stored, count, rng)
         return sampling.sample_eval(0, stored, count)
 
-    def _text(self, clip: dict, rng: np.random.Generator) -> tuple[str, bool]:
-        """The narration to train on and whether it fell back from HOD to the original."""
+    def _text(self, clip: dict, rng: np.random.Generator) -> tuple[str, float, bool]:
+        """The text to train on, its relevancy weight and whether it fell back to the
+        clip's narration (no HOD narration or caption to draw from)."""
         narration = clean_narration(clip['narration'])
-        if self.config.text_field == 'narration':
-            return narration, False
+        field = self.config.text_field
+        if field == 'narration':
+            return narration, 1.0, False
+        if field == 'caption':
+            relevant = np.flatnonzero(clip['caption_relevancy'] > self.config.caption_threshold)
+            if not len(relevant):
+                return narration, 1.0, True
+            choice = int(relevant[rng.integers(len(relevant))]) if self.train else int(relevant[0])
+            return (clean_narration(clip['captions'][choice]),
+                    float(clip['caption_relevancy'][choice]), False)
         if not clip['hod']:
-            return narration, True
-        candidates = clip['hod'] if self.config.text_field == 'hod' else [narration, *clip['hod']]
+            return narration, 1.0, True
+        candidates = clip['hod'] if field == 'hod' else [narration, *clip['hod']]
         choice = int(rng.integers(len(candidates))) if self.train else 0
-        return candidates[choice], False
+        return candidates[choice], 1.0, False
 
 
 def _records_per_host(total: int, train: bool, process_index: int, process_count: int,

@@ -211,7 +211,8 @@ def _text(graph: _Graph, config: EgoVideoConfig, batch: int, length: int,
 
 
 def _count(model_config: EgoVideoConfig, batch_size: int, trainable: Trainable,
-           scan_layers: bool, text_length: int | None, grad_accum_steps: int) -> _Graph:
+           scan_layers: bool, text_length: int | None, grad_accum_steps: int,
+           with_text: bool = True) -> _Graph:
     if batch_size < 1 or grad_accum_steps < 1 or batch_size % grad_accum_steps:
         raise ValueError(f'batch_size {batch_size} must be a positive multiple of '
                          f'grad_accum_steps {grad_accum_steps}')
@@ -225,6 +226,8 @@ def _count(model_config: EgoVideoConfig, batch_size: int, trainable: Trainable,
         fast = _vision(graph, 'fast', cfg, batch, cfg.fast_frames, True, scan_layers)
         video = graph.op('fusion', 2 * batch * 2 * cfg.embed_dim * cfg.embed_dim,
                          _any(slow, fast), graph.param('slowfast_projection'))
+    if not with_text:  # a video classifier: its heads are negligible next to the tower
+        return graph
     text = _text(graph, cfg, batch, text_length or cfg.text.context_length, scan_layers)
     micro = batch // grad_accum_steps  # each micro-batch's loss sees only its own negatives
     graph.op('logits', grad_accum_steps * 2 * micro * micro * cfg.embed_dim, video, text)
@@ -233,8 +236,8 @@ def _count(model_config: EgoVideoConfig, batch_size: int, trainable: Trainable,
 
 def model_flops_per_step(model_config: EgoVideoConfig, batch_size: int,
                          trainable: Trainable = None, *, scan_layers: bool = False,
-                         text_length: int | None = None, grad_accum_steps: int = 1
-                         ) -> FlopCount:
+                         text_length: int | None = None, grad_accum_steps: int = 1,
+                         with_text: bool = True) -> FlopCount:
     """Model FLOPs (forward + backward, matmuls only) of one train step on `batch_size` clips
     (the global batch).
 
@@ -244,9 +247,10 @@ def model_flops_per_step(model_config: EgoVideoConfig, batch_size: int,
       optimizer.py does), or None (all). The fast branch's backbone never trains.
     text_length: tokens per caption (default: the context length, as the batches are).
     grad_accum_steps: only the contrastive logits depend on it (k blocks of (B/k)^2).
+    with_text: False for the video classifier of fine-tuning (no text tower, no logits).
     """
     graph = _count(model_config, batch_size, trainable, scan_layers, text_length,
-                   grad_accum_steps)
+                   grad_accum_steps, with_text)
     return FlopCount(total=sum(graph.total.values()), forward=sum(graph.forward.values()),
                      breakdown=dict(graph.total), forward_breakdown=dict(graph.forward))
 
@@ -258,9 +262,10 @@ def queried_param_paths(model_config: EgoVideoConfig, scan_layers: bool = False)
 
 
 def model_flops_from_config(config) -> FlopCount:
-    """`model_flops_per_step` of a train config (configs/cotrain.py): its model, global batch
-    `data.batch_size`, `optim.trainable`/`optim.frozen` rules, layer layout and gradient
-    accumulation."""
+    """`model_flops_per_step` of an EgoVideo train config (configs/cotrain.py; the MIR
+    fine-tuning configs): its model, global batch `data.batch_size`,
+    `optim.trainable`/`optim.frozen` rules, layer layout and gradient accumulation. Any task:
+    `train.tasks.task_of(config).model_flops()`."""
     model = config.model
     model_config = get_model_config(model.variant, model.mode, model.num_frames,
                                     fast_frames=model.fast_frames)

@@ -110,9 +110,9 @@ def analyze(config, devices=None, topology: str | None = None) -> dict:
     import numpy as np
 
     from egovideo_jax.parallel import sharding
-    from egovideo_jax.train.flops import model_flops_from_config
     from egovideo_jax.train.metrics import compiled_flops, cost_analysis, hbm_bytes, peak_flops
     from egovideo_jax.train.setup import abstract_batch, make_setup
+    from egovideo_jax.train.tasks import task_of
 
     devices = list(jax.local_devices() if devices is None else devices)
     _validate_without_data(config, len(devices))
@@ -128,7 +128,7 @@ def analyze(config, devices=None, topology: str | None = None) -> dict:
     peak, hbm = peak_flops(device), hbm_bytes(device)
     peak = peak / cores if peak else None
     hbm = hbm // cores if hbm else None
-    model_flops = model_flops_from_config(config).total
+    model_flops = task_of(config).model_flops().total
     num_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(
         state.params))
     result = {

@@ -92,10 +92,12 @@ def host_readable(params) -> bool:
 
 
 def export_weights(params, model_config: EgoVideoConfig, directory: Path, stem: str,
-                   formats: list[str]) -> dict[str, Path]:
+                   formats: list[str], task=None) -> dict[str, Path]:
     """The parameters (either layer layout) in the reference key layout, one file per
-    format ('torch': the reference `.pt` container, 'safetensors')."""
-    state = weights.to_reference_state(params, model_config)
+    format ('torch': the reference `.pt` container, 'safetensors'); with a fine-tuning
+    `task` (train/tasks.py), its `reference_state` (e.g. the backbone plus `head.*` keys)."""
+    state = (task.reference_state(params, model_config) if task is not None
+             else weights.to_reference_state(params, model_config))
     written = {}
     for name in formats:
         path = directory / f'{stem}{EXPORT_SUFFIXES[name]}'
@@ -133,7 +135,7 @@ def relative(path: Path, workdir: Path) -> str:
 
 
 def write_exports(config, workdir: Path, params, model_config: EgoVideoConfig,
-                  step: int) -> tuple[dict[str, str], str]:
+                  step: int, task=None) -> tuple[dict[str, str], str]:
     """The formats `config.report` asks for: `({format: path}, '')`, or `({}, why not)`."""
     formats = [name for name in EXPORT_SUFFIXES if config.report[f'export_{name}']]
     stem = f'egovideo_{config.variant}'
@@ -144,14 +146,15 @@ def write_exports(config, workdir: Path, params, model_config: EgoVideoConfig,
                                     workdir / EXPORT_DIR / f'{stem}.pt')
         return {}, (f'skipped: the parameters are sharded over {jax.process_count()} '
                     f'processes; convert the final checkpoint with `{command}`')
-    written = export_weights(params, model_config, workdir / EXPORT_DIR, stem, formats)
+    written = export_weights(params, model_config, workdir / EXPORT_DIR, stem, formats, task)
     return {name: relative(path, workdir) for name, path in written.items()}, ''
 
 
 def run_facts(config, model_config: EgoVideoConfig, *, step: int, start_step: int,
-              started: float) -> dict[str, Any]:
+              started: float, task=None) -> dict[str, Any]:
     return {
         'variant': config.variant, 'stage': config.stage,
+        'task': task.describe() if task is not None else 'contrastive',
         'model': {'variant': model_config.variant, 'mode': model_config.mode,
                   'num_frames': config.model.num_frames,
                   'fast_frames': config.model.fast_frames, 'dtype': config.model.dtype},
@@ -166,7 +169,7 @@ def run_facts(config, model_config: EgoVideoConfig, *, step: int, start_step: in
 
 
 def write_report(config, workdir: str | os.PathLike, params, model_config: EgoVideoConfig, *,
-                 step: int, start_step: int, started: float) -> Path | None:
+                 step: int, start_step: int, started: float, task=None) -> Path | None:
     """The report of a run that finished at `step` (see the module docstring); `started`:
     when this invocation began (time.time()). Returns the path of its README.md, or None
     when this invocation trained nothing and the workdir already holds the report."""
@@ -184,9 +187,10 @@ def write_report(config, workdir: str | os.PathLike, params, model_config: EgoVi
     if config.report.hod_example:
         files['hod_example'] = relative(
             write_hod_example(config.data.train, report_dir / 'hod_example.png'), workdir)
-    files['export'], export_note = write_exports(config, workdir, params, model_config, step)
+    files['export'], export_note = write_exports(config, workdir, params, model_config, step,
+                                                 task)
     facts = {**run_facts(config, model_config, step=step, start_step=start_step,
-                         started=started),
+                         started=started, task=task),
              'metrics': final_metrics(workdir), 'chance': chance_levels(workdir, config.evals),
              'files': files, 'export_note': export_note}
     readme = report_dir / 'README.md'
@@ -216,6 +220,7 @@ def markdown(facts: dict[str, Any]) -> str:
         ('variant', f'`{facts["variant"]}`: model {model["variant"]}, {model["mode"]}, '
                     f'{model["num_frames"]} + {model["fast_frames"]} frames, {model["dtype"]}'),
         ('stage', facts['stage']),
+        ('task', facts.get('task', 'contrastive')),
         ('steps', f'{facts["steps"]}{resumed}'),
         ('global batch', facts['batch_size']),
         ('seed', facts['seed']),
@@ -229,7 +234,8 @@ def markdown(facts: dict[str, Any]) -> str:
         ('wall time', f'{_duration(facts["wall_time_s"])} (this invocation)'),
         ('final checkpoint', f'`{facts["checkpoint"]}`'),
     ]
-    lines = [f'# Co-training run: {facts["variant"]}, {facts["stage"]}', '',
+    kind = 'Co-training' if facts.get('task', 'contrastive') == 'contrastive' else 'Fine-tuning'
+    lines = [f'# {kind} run: {facts["variant"]}, {facts["stage"]}', '',
              '| | |', '| --- | --- |', *(f'| {key} | {value} |' for key, value in rows), '',
              '## Final metrics', '',
              'Train metrics are the last logged step\'s; eval metrics are percentages, with '

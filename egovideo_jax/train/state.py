@@ -42,9 +42,17 @@ def _follow_params(tree, param_specs: Mapping[tuple[str, ...], PartitionSpec], m
     return jax.tree_util.tree_map_with_path(sharding_for, tree)
 
 
+def init_inputs(module: nn.Module, config: EgoVideoConfig) -> tuple:
+    """Zero inputs for `module.init`: the module's own `example_inputs()` when it has one
+    (the fine-tuning classifier), else EgoVideo's."""
+    example_inputs = getattr(module, 'example_inputs', None)
+    return example_inputs() if example_inputs else dummy_inputs(config)
+
+
 def abstract_params(module: EgoVideo, config: EgoVideoConfig):
     """Boxed (logically annotated) parameter shapes, without computing anything."""
-    return jax.eval_shape(module.init, jax.random.PRNGKey(0), *dummy_inputs(config))['params']
+    return jax.eval_shape(module.init, jax.random.PRNGKey(0),
+                          *init_inputs(module, config))['params']
 
 
 def param_shardings(module: EgoVideo, config: EgoVideoConfig, mesh: Mesh):
@@ -81,22 +89,20 @@ def create_train_state(module: EgoVideo, config: EgoVideoConfig, tx: optax.Gradi
                        mesh: Mesh, seed: int, initial_params=None,
                        shardings: TrainState | None = None) -> tuple[TrainState, TrainState]:
     """(state, state shardings). Parameters are initialised on their devices (never
-    gathered on one host); `initial_params` (host arrays, e.g. converted weights) replace the
-    random values where given. `shardings`: `train_state_shardings(...)` when the caller has
+    gathered on one host); `initial_params` (host arrays, e.g. converted weights; a whole
+    parameter tree or a part of one, such as a classifier's backbone) replace the random
+    values where given. `shardings`: `train_state_shardings(...)` when the caller has
     them already (each derivation traces the model)."""
     if shardings is None:
         shardings = train_state_shardings(module, config, tx, mesh)
 
     def init(rng):
-        return nn.unbox(module.init(rng, *dummy_inputs(config))['params'])
+        return nn.unbox(module.init(rng, *init_inputs(module, config))['params'])
 
     with mesh:
         params = jax.jit(init, out_shardings=shardings.params)(jax.random.PRNGKey(seed))
     if initial_params is not None:
-        params = jax.tree_util.tree_map(
-            lambda value, target: jax.device_put(np.asarray(value, target.dtype),
-                                                 target.sharding),
-            initial_params, params)
+        params = _replaced(params, initial_params)
     with mesh:
         opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
     state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), shardings.step),
@@ -104,24 +110,45 @@ def create_train_state(module: EgoVideo, config: EgoVideoConfig, tx: optax.Gradi
     return state, shardings
 
 
+def _replaced(params, initial_params):
+    """`params` with the leaves `initial_params` has (same paths) put in their place."""
+    flat = traverse_util.flatten_dict(dict(params))
+    for path, value in traverse_util.flatten_dict(dict(initial_params)).items():
+        if path not in flat:
+            raise ValueError(f'initial parameter {"/".join(path)} is not a parameter of the '
+                             f'model (e.g. {"/".join(next(iter(flat)))})')
+        target = flat[path]
+        if np.shape(value) != target.shape:
+            raise ValueError(f'initial parameter {"/".join(path)} has shape '
+                             f'{np.shape(value)}, the model expects {target.shape}')
+        flat[path] = jax.device_put(np.asarray(value, target.dtype), target.sharding)
+    return traverse_util.unflatten_dict(flat)
+
+
 def make_train_step(module: EgoVideo, tx: optax.GradientTransformation, mesh: Mesh,
                     state_shardings: TrainState, grad_accum_steps: int = 1,
-                    trainable=None) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """jit(step) with the state donated. Batches are dicts of `slow`, `tokens` and (slowfast)
-    `fast`, sharded on the batch axis. With `grad_accum_steps` k > 1 the batch is split into
-    k micro-batches whose gradients are averaged (each micro-batch's contrastive loss sees
-    only its own negatives). `trainable` (a tree of bools like the parameters, None: all)
-    restricts the logged `grad_norm` to what the optimizer updates.
+                    trainable=None, loss_fn=None, seed: int = 0
+                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """jit(step) with the state donated. Batches are dicts sharded on the batch axis: by
+    default (the contrastive loss) of `slow`, `tokens` and (slowfast) `fast`. `loss_fn`
+    (`(params, batch, rng) -> (loss, metrics)`, train/tasks.py) replaces the contrastive
+    loss; its `rng` (dropout, mixup) is `fold_in(PRNGKey(seed), step)`, and
+    `fold_in(that, k)` for micro-batch k. With `grad_accum_steps` k > 1 the batch is split
+    into k micro-batches whose gradients are averaged (each micro-batch's loss sees only its
+    own negatives). `trainable` (a tree of bools like the parameters, None: all) restricts
+    the logged `grad_norm` to what the optimizer updates.
 
-    The model is traced inside the mesh and the logical-axis rules, so the activation
-    constraints of the model (`nn.with_logical_constraint` at block boundaries) become real
-    sharding constraints and mesh-aware kernels (splash attention) see the mesh."""
-    def loss_fn(params, batch):
-        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(
-                sharding.LOGICAL_AXIS_RULES):
-            out = module.apply({'params': params}, batch['slow'], batch['tokens'],
-                               batch.get('fast'))
-        return contrastive_loss(out['video'], out['text'], out['logit_scale'], mesh)
+    The default loss traces the model inside the mesh and the logical-axis rules (the task
+    losses do the same), so the activation constraints of the model
+    (`nn.with_logical_constraint` at block boundaries) become real sharding constraints and
+    mesh-aware kernels (splash attention) see the mesh."""
+    if loss_fn is None:
+        def loss_fn(params, batch, rng):
+            with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(
+                    sharding.LOGICAL_AXIS_RULES):
+                out = module.apply({'params': params}, batch['slow'], batch['tokens'],
+                                   batch.get('fast'))
+            return contrastive_loss(out['video'], out['text'], out['logit_scale'], mesh)
 
     def trainable_norm(grads):
         if trainable is None:
@@ -133,8 +160,9 @@ def make_train_step(module: EgoVideo, tx: optax.GradientTransformation, mesh: Me
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(state: TrainState, batch: dict):
+        rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
         if grad_accum_steps == 1:
-            (_, metrics), grads = grad_fn(state.params, batch)
+            (_, metrics), grads = grad_fn(state.params, batch, rng)
         else:
             # [B] -> [B/k, k] -> scan over k: each micro-batch keeps every device's share.
             micro = jax.tree_util.tree_map(
@@ -142,16 +170,20 @@ def make_train_step(module: EgoVideo, tx: optax.GradientTransformation, mesh: Me
                     x.reshape(x.shape[0] // grad_accum_steps, grad_accum_steps, *x.shape[1:]),
                     0, 1), batch)
 
-            def accumulate(carry, micro_batch):
-                (_, metrics), grads = grad_fn(state.params, micro_batch)
+            def accumulate(carry, indexed):
+                index, micro_batch = indexed
+                (_, metrics), grads = grad_fn(state.params, micro_batch,
+                                              jax.random.fold_in(rng, index))
                 return jax.tree_util.tree_map(jnp.add, carry, (grads, metrics)), None
 
             zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
             zero_metrics = jax.eval_shape(lambda: grad_fn(state.params, jax.tree_util.tree_map(
-                lambda x: x[0], micro))[0][1])
+                lambda x: x[0], micro), rng)[0][1])
             zero_metrics = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
                                                   zero_metrics)
-            (grads, metrics), _ = jax.lax.scan(accumulate, (zeros, zero_metrics), micro)
+            (grads, metrics), _ = jax.lax.scan(
+                accumulate, (zeros, zero_metrics),
+                (jnp.arange(grad_accum_steps), micro))
             grads = jax.tree_util.tree_map(lambda g: g / grad_accum_steps, grads)
             metrics = jax.tree_util.tree_map(lambda m: m / grad_accum_steps, metrics)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -1,5 +1,7 @@
-"""The co-training loop: `train` takes a config to checkpoints, curves and the report;
-`TrainingRun` holds one run's pieces and the named steps of its loop."""
+"""The training loop, for co-training and fine-tuning alike: `train` takes a config
+(configs/cotrain.py, configs/finetune.py) to checkpoints, curves and the report; what a step
+optimises is the config's task (tasks.py). `TrainingRun` holds one run's pieces and the
+named steps of its loop."""
 from __future__ import annotations
 
 import math
@@ -19,11 +21,11 @@ from egovideo_jax.parallel import sharding
 from egovideo_jax.parallel.batching import DevicePrefetcher, global_batch
 from egovideo_jax.records.dataset import open_dataset
 from egovideo_jax.train.checkpoint import Checkpointer
-from egovideo_jax.train.flops import model_flops_from_config
 from egovideo_jax.train.metrics import MetricLogger, peak_flops
 from egovideo_jax.train.preemption import PreemptionWatcher
 from egovideo_jax.train.report import write_report
-from egovideo_jax.train.setup import make_setup
+from egovideo_jax.train.setup import make_setup, slow_frames
+from egovideo_jax.train.tasks import Task, task_of
 
 MODEL_INPUTS = ('slow', 'fast', 'tokens')
 DISTRIBUTED_ENV = ('JAX_COORDINATOR_ADDRESS', 'MEGASCALE_COORDINATOR_ADDRESS')
@@ -53,9 +55,11 @@ def maybe_initialize_distributed():
 def data_config_from(config, path: str, train: bool) -> DataConfig:
     data = config.data
     return DataConfig(
-        path=path, batch_size=data.batch_size, num_frames=config.model.num_frames,
+        path=path, batch_size=data.batch_size, num_frames=slow_frames(config),
         fast_frames=config.model.fast_frames, mode=config.model.mode,
         crop_size=data.crop_size, text_field=data.text_field,
+        caption_threshold=data.get('caption_threshold', 0.1),
+        labels=tuple(data.get('labels', ())),
         flip_swaps_sides=data.flip_swaps_sides, worker_count=data.worker_count,
         prefetch=data.prefetch, on_error=data.on_error,
         max_skip_fraction=data.max_skip_fraction, seed=config.seed, tokenizer=data.tokenizer)
@@ -80,15 +84,23 @@ def total_steps_of(config, num_records: int) -> int:
     return max(1, config.num_epochs * num_records // config.data.batch_size)
 
 
-def initial_params(config, verbose: bool):
-    """Converted weights from `config.init.checkpoint` in the model's layer layout, or None."""
+def initial_params(config, task: Task, verbose: bool):
+    """Converted weights from `config.init.checkpoint` (anything `egovideo_jax.load` reads)
+    in the model's layer layout, placed where the task keeps its EgoVideo, or None."""
     if not config.init.checkpoint:
         return None
-    _, params, report = load_params(config.init.checkpoint, config.model.variant,
-                                    config.model.mode, config.model.num_frames, config.seed)
+    model_config, params, report = load_params(config.init.checkpoint, config.model.variant,
+                                               config.model.mode, config.model.num_frames,
+                                               config.seed)
+    if model_config.vision.num_frames != config.model.num_frames:
+        raise ValueError(f'{config.init.checkpoint} has a {model_config.vision.num_frames}-'
+                         f'frame temporal embedding; set --config.model.num_frames='
+                         f'{model_config.vision.num_frames} (inputs of other lengths are '
+                         f'resized to it)')
     if verbose:
         print(f'{config.init.checkpoint}: {report.summary()}')
-    return stack_layers(params) if config.model.scan_layers else params
+    params = stack_layers(params) if config.model.scan_layers else params
+    return task.initial_params(params)
 
 
 def train(config, workdir: str | os.PathLike,
@@ -107,7 +119,7 @@ def train(config, workdir: str | os.PathLike,
         run.close()
     if run.is_lead and run.completed:
         write_report(config, run.workdir, run.state.params, run.setup.model_config,
-                     step=run.step, start_step=run.start_step, started=started)
+                     step=run.step, start_step=run.start_step, started=started, task=run.task)
     return run.last_metrics
 
 
@@ -128,7 +140,11 @@ class TrainingRun:
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count())
         self.setup = make_setup(config, self.mesh, self.total_steps)
-        self.state = self.setup.create_state(config.seed, initial_params(config, self.is_lead))
+        self.task = self.setup.task
+        if self.is_lead:
+            print(f'task: {self.task.describe()}')
+        self.state = self.setup.create_state(
+            config.seed, initial_params(config, self.task, self.is_lead))
         self.checkpointer = Checkpointer(workdir / 'checkpoints', **config.checkpoint.to_dict())
         self.start_step = self.checkpointer.latest_step() or 0
         if self.start_step:
@@ -136,8 +152,9 @@ class TrainingRun:
             if self.is_lead:
                 print(f'resumed from {self.checkpointer.path(self.start_step)} '
                       f'at step {self.start_step}')
+        keys = self.setup.batch_keys
         self.batches = DevicePrefetcher(iterator, lambda local: global_batch(
-            {k: local[k] for k in MODEL_INPUTS if k in local}, self.mesh))
+            {k: local[k] for k in keys}, self.mesh))
 
         self.evaluators = build_evaluators(evaluator_sections(config, verbose=self.is_lead),
                                            workdir=workdir / 'eval', mesh=self.mesh)
@@ -198,10 +215,19 @@ class TrainingRun:
     def evaluate(self):
         for evaluator in self.evaluators.values():
             if evaluator.should_run(self.step) or self.is_last_step():
-                results = evaluator.run(self.state.params, module=self.setup.module)
+                params, module = self.evaluated_model(evaluator)
+                results = evaluator.run(params, module=module)
                 self.logger.write(self.step, results, prefix=f'eval/{evaluator.name}')
                 self.eval_metrics.update({f'eval/{evaluator.name}/{name}': float(value)
                                           for name, value in results.items()})
+
+    def evaluated_model(self, evaluator) -> tuple[Any, Any]:
+        """(params, module) an evaluator runs: the whole trained model for the evaluators of
+        fine-tuned heads (`evaluates_heads`), else the EgoVideo inside it."""
+        if getattr(evaluator, 'evaluates_heads', False):
+            return self.state.params, self.setup.module
+        module, params = self.task.egovideo(self.setup.module, self.state.params)
+        return params, module
 
     def checkpoint(self, metrics):
         if not (self.checkpointer.should_save(self.step) or self.preempted
@@ -224,7 +250,7 @@ class Throughput:
 
     def __init__(self, config, mesh):
         self.clips_per_step = config.data.batch_size
-        self.model_flops = model_flops_from_config(config).total  # analytic, whole batch
+        self.model_flops = task_of(config).model_flops().total  # analytic, whole batch
         peak = peak_flops(mesh.devices.flat[0])
         self.peak = peak * mesh.size if peak else None
         self.restart()
