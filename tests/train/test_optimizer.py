@@ -4,6 +4,7 @@ import re
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -211,9 +212,48 @@ def test_cosine_schedule_known_values():
     for step, value in {0: 0.0, 5: 0.5, 10: 1.0, 35: 0.5 * (1 + np.cos(np.pi / 4)),
                         60: 0.5, 110: 0.0, 500: 0.0}.items():
         assert float(schedule(step)) == pytest.approx(value, abs=1e-6), step
-    floor = learning_rate_schedule(2.0, total_steps=110, warmup_steps=10, end_factor=0.1)
+    floor = learning_rate_schedule(2.0, total_steps=110, warmup_steps=10, end_lr=0.2)
     assert float(floor(60)) == pytest.approx(1.1, abs=1e-6)
     assert float(floor(110)) == pytest.approx(0.2, abs=1e-6)
+    # LaViLa's MIR recipe: the warm-up starts from warmup_start_lr, not 0.
+    warm = learning_rate_schedule(3e-5, 100, 10, warmup_start_lr=1e-6, end_lr=1e-5)
+    assert float(warm(0)) == pytest.approx(1e-6, rel=1e-5)
+    assert float(warm(5)) == pytest.approx((1e-6 + 3e-5) / 2, rel=1e-5)
+    assert float(warm(100)) == pytest.approx(1e-5, rel=1e-5)
+
+
+def test_sgd_matches_torch_sgd_with_momentum_and_coupled_weight_decay():
+    import torch
+    optim = ConfigDict(dict(
+        optimizer='sgd', lr=0.1, momentum=0.9, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8,
+        warmup_steps=0, total_steps=1000, schedule='constant', grad_clip=0.0,
+        trainable=('.*',), frozen=(), lr_multipliers=(), no_decay=('b',)))
+    params = {'w': jnp.array([1.0, -2.0]), 'b': jnp.array([0.5])}
+    grads = [{'w': jnp.array([0.3, 0.1]), 'b': jnp.array([-0.2])},
+             {'w': jnp.array([-0.1, 0.4]), 'b': jnp.array([0.3])}]
+    tx, _ = make_optimizer(params, optim)
+    state = tx.init(params)
+    for grad in grads:
+        updates, state = tx.update(grad, state, params)
+        params = optax.apply_updates(params, updates)
+    w = torch.tensor([1.0, -2.0], requires_grad=True)
+    b = torch.tensor([0.5], requires_grad=True)
+    reference = torch.optim.SGD([{'params': [w], 'weight_decay': 0.01},
+                                 {'params': [b], 'weight_decay': 0.0}], lr=0.1, momentum=0.9)
+    for grad in grads:
+        w.grad, b.grad = torch.tensor(np.asarray(grad['w'])), torch.tensor(np.asarray(grad['b']))
+        reference.step()
+    np.testing.assert_allclose(params['w'], w.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(params['b'], b.detach().numpy(), rtol=1e-6)
+
+
+def test_unknown_optimizer_names_the_field():
+    optim = ConfigDict(dict(
+        optimizer='lion', lr=0.1, weight_decay=0.0, warmup_steps=0, total_steps=10,
+        schedule='constant', grad_clip=0.0, trainable=('.*',), frozen=(), lr_multipliers=(),
+        no_decay=()))
+    with pytest.raises(ValueError, match=r"config\.optim\.optimizer: unknown 'lion'"):
+        make_optimizer({'w': jnp.zeros(2)}, optim)
 
 
 def test_constant_schedule_known_values():
