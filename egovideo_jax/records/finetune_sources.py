@@ -21,7 +21,7 @@ sentences, rows = the clips CSV rows in order, columns = the sentence CSV rows; 
 numpy-only unpickler) gives each clip as captions the sentences with relevancy > threshold
 (0.1, as LaViLa / AVION draw from), sorted by relevancy descending (ties in sentence order),
 the clip's own narration always among them (relevancy 1; added when the matrix lacks it, and
-counted).
+counted); `max_captions` > 0 keeps only that many, the most relevant (own narration kept).
 
 **EGTEA Gaze+** (`convert_egtea`): one record per line of a split file (`train_split1.txt`,
 `test_split1.txt`: `clip_id action_idx [verb_idx noun_idx]`, 1-based); the whole trimmed clip
@@ -140,7 +140,8 @@ def epic_captions(clips: Sequence[EpicClip], sentences_csv, relevancy_pkl,
                   max_captions: int = 0
                   ) -> tuple[list[tuple[tuple[str, float], ...]], int, int]:
     """Per clip, its caption candidates (text, relevancy) as in the module docstring, the
-    number of sentences, and how many clips had their own narration added. `max_captions` > 0 keeps the most relevant."""
+    number of sentences, and how many clips had their own narration added. `max_captions`
+    > 0 keeps that many, the most relevant, the clip's own narration always among them."""
     sentences = read_sentences(sentences_csv)
     relevancy = load_array(relevancy_pkl)
     expected = (len(clips), len(sentences))
@@ -156,11 +157,15 @@ def epic_captions(clips: Sequence[EpicClip], sentences_csv, relevancy_pkl,
         columns = np.flatnonzero(row > threshold)
         columns = columns[np.argsort(-row[columns], kind='stable')]
         captions = [(texts[column], float(row[column])) for column in columns]
-        if clip.narration not in {text for text, _ in captions}:
+        own = next((index for index, (text, _) in enumerate(captions)
+                    if text == clip.narration), None)
+        if own is None:
             captions.insert(0, (clip.narration, 1.0))
-            own_added += 1
-        if max_captions > 0:
-            captions = captions[:max_captions]
+            own, own_added = 0, own_added + 1
+        if 0 < max_captions < len(captions):
+            # The most relevant, the clip's own narration always among them.
+            captions = captions[:max_captions] if own < max_captions else (
+                captions[:max_captions - 1] + [captions[own]])
         result.append(tuple(captions))
     return result, len(sentences), own_added
 
@@ -210,6 +215,8 @@ def convert_epic(clips_csv, video_root, out_dir, *, verb_classes_csv=None,
         raise ValueError('MIR captions need both the sentence CSV and the relevancy pickle')
     if not 0 <= caption_threshold < 1:
         raise ValueError(f'caption_threshold must be in [0, 1), got {caption_threshold}')
+    if max_captions < 0:
+        raise ValueError(f'max_captions must be >= 0 (0: keep all), got {max_captions}')
     clips = read_epic_csv(clips_csv)
     action_sources = list(action_classes_from or [clips_csv])
     action_clips = [clip for path in action_sources
