@@ -24,6 +24,7 @@ from egovideo_jax.records.classes import CLASSES_NAME, ClassMaps, with_labels
 from egovideo_jax.records.dataset import open_dataset
 
 LABELLED_SUFFIX = '_labelled'
+CAPTIONED_SUFFIX = '_captioned'  # labels and captions: MIR's training split
 
 
 def read_actions(actions_csv: str | os.PathLike) -> dict[str, tuple[str, str]]:
@@ -75,7 +76,7 @@ def label_demo_splits(paths: dict[str, str], num_objects: int, captions: bool,
                       progress: bool = True) -> dict[str, str]:
     """Writes `{split}_labelled` beside the demo's `train` / `heldout` records (idempotent:
     kept when complete) with the label block and classes.json; with `captions` the training
-    split gets its graded captions. Returns {'train', 'heldout'}: the labelled directories."""
+    split is `train_captioned` and has its graded captions too. Returns {'train', 'heldout'}: the labelled directories."""
     splits = {split: _clip_pairs(paths[split], read_actions(paths[f'{split}_actions']),
                                  paths[f'{split}_actions']) for split in ('train', 'heldout')}
     classes = demo_class_maps([pair for pair, _ in splits['train'].values()], num_objects)
@@ -86,7 +87,9 @@ def label_demo_splits(paths: dict[str, str], num_objects: int, captions: bool,
         narrations.setdefault(text, pair)
     out = {}
     for split, clips in splits.items():
-        destination = Path(paths[split]).parent / f'{split}{LABELLED_SUFFIX}'
+        with_captions = captions and split == 'train'
+        suffix = CAPTIONED_SUFFIX if with_captions else LABELLED_SUFFIX
+        destination = Path(paths[split]).parent / f'{split}{suffix}'
         out[split] = os.fspath(destination)
         if (destination / CLASSES_NAME).exists() and (destination / 'manifest.json').exists():
             continue
@@ -96,7 +99,7 @@ def label_demo_splits(paths: dict[str, str], num_objects: int, captions: bool,
             action = index['action'].get(f'{verb}:{noun}')
             if action is not None:
                 labels[clip_id]['action'] = action
-            if captions and split == 'train':
+            if with_captions:
                 caption_table[clip_id] = [
                     (text, relevancy) for text, other in sorted(narrations.items())
                     if (relevancy := graded_relevancy((verb, noun), other)) > 0]
