@@ -92,6 +92,10 @@ class Task:
         """A (possibly partial) parameter tree of the module from EgoVideo parameters."""
         return egovideo_params
 
+    def new_parts(self) -> tuple[str, ...]:
+        """Top-level parameter subtrees a checkpoint never holds (initialised here)."""
+        return ()
+
     def egovideo(self, module: nn.Module, params) -> tuple[EgoVideo, Any]:
         """(the EgoVideo module, its parameters) inside the trained model."""
         return module, params
@@ -223,6 +227,9 @@ class Classification(Task):
 
     def initial_params(self, egovideo_params):
         return {BACKBONE: egovideo_params}  # the heads start from their initialisation
+
+    def new_parts(self) -> tuple[str, ...]:
+        return tuple(f'head_{name}' for name, _ in head_sizes(self.config))
 
     def egovideo(self, module, params):
         return build_egovideo(self.config), params[BACKBONE]

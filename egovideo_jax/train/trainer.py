@@ -99,6 +99,8 @@ def initial_params(config, task: Task, verbose: bool):
                          f'resized to it)')
     if verbose:
         print(f'{config.init.checkpoint}: {report.summary()}')
+        if task.new_parts():
+            print(f'{task.name}: new, from their initialisation: {", ".join(task.new_parts())}')
     params = stack_layers(params) if config.model.scan_layers else params
     return task.initial_params(params)
 
