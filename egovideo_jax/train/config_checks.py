@@ -79,3 +79,35 @@ def validate(config, num_devices: int, process_count: int = 1, reference=None,
         raise ValueError(f'config.log_every must be >= 1, got {config.log_every}')
     if math.isnan(optim.lr) or optim.lr <= 0:
         raise ValueError(f'config.optim.lr must be > 0, got {optim.lr}')
+    _check_task(config)
+
+
+def _check_task(config):
+    """The fine-tuning fields of the task `config.task` names (train/tasks.py)."""
+    from egovideo_jax.train.optimizer import OPTIMIZERS
+    from egovideo_jax.train.tasks import HEAD_KINDS, TASKS
+    task = config.get('task', 'contrastive')
+    check_choice(task, TASKS, 'config.task')
+    check_choice(config.optim.get('optimizer', 'adamw'), OPTIMIZERS, 'config.optim.optimizer')
+    if task == 'mir':
+        if config.loss.margin <= 0:
+            raise ValueError(f'config.loss.margin must be > 0, got {config.loss.margin}')
+    if task == 'classification':
+        head = config.head
+        check_choice(head.kind, HEAD_KINDS, 'config.head.kind')
+        if not 0 <= head.label_smoothing < 1:
+            raise ValueError(f'config.head.label_smoothing must be in [0, 1), got '
+                             f'{head.label_smoothing}')
+        if not 0 <= head.dropout < 1:
+            raise ValueError(f'config.head.dropout must be in [0, 1), got {head.dropout}')
+        for name in ('mixup', 'cutmix'):
+            if head[name] < 0:
+                raise ValueError(f'config.head.{name} (the Beta alpha) must be >= 0, got '
+                                 f'{head[name]}')
+        if not 0 <= head.switch_prob <= 1:
+            raise ValueError(f'config.head.switch_prob must be in [0, 1], got '
+                             f'{head.switch_prob}')
+        missing = [name for name in HEAD_KINDS[head.kind] if name not in config.data.labels]
+        if missing:
+            raise ValueError(f'config.head.kind={head.kind!r} trains {missing}, which '
+                             f'config.data.labels={tuple(config.data.labels)} does not read')

@@ -31,7 +31,8 @@ def eval_config_module():
 def test_every_benchmark_is_registered():
     for name in EVALUATOR_MODULES:  # each module registers itself when first asked for
         assert evaluator_class(name) is EVALUATORS[name]
-    assert sorted(EVALUATORS) == sorted(BENCHMARKS + ['demo_retrieval'])
+    assert sorted(EVALUATORS) == sorted(BENCHMARKS + ['classification', 'demo_mir',
+                                                   'demo_retrieval'])
     assert all(issubclass(cls, Evaluator) and cls.type == name
                for name, cls in EVALUATORS.items())
 

@@ -28,6 +28,7 @@ from egovideo_jax.model.layout import unstack_layers
 from egovideo_jax.train.flops import model_flops_from_config
 from egovideo_jax.train.setup import build_module
 from egovideo_jax.train.state import abstract_params
+from egovideo_jax.train.tasks import task_of
 from egovideo_jax.train.trainer import NonFiniteLoss, initial_params, train
 from tests.helpers.params import perturbed
 from tests.helpers.train_fixtures import (
@@ -276,7 +277,7 @@ def exported(tmp_path_factory):
 def test_training_starts_from_converted_weights(exported, data_dir, tmp_path, capsys):
     path, exported_params = exported
     config = tiny_config(data_dir, total_steps=1, **{'init.checkpoint': str(path)})
-    params = initial_params(config, verbose=True)
+    params = initial_params(config, task_of(config), verbose=True)
     report = capsys.readouterr().out
     assert re.search(rf'{re.escape(str(path))}: reference checkpoint: \d+ loaded, 0 new ', report)
     assert_trees_bitwise_equal(host_tree(params), exported_params, 'initial_params')
@@ -292,7 +293,7 @@ def test_training_starts_from_converted_weights(exported, data_dir, tmp_path, ca
 def test_converted_weights_are_stacked_for_scan_layers(exported, data_dir):
     path, exported_params = exported
     config = tiny_config(data_dir, **{'init.checkpoint': str(path), 'model.scan_layers': True})
-    params = host_tree(initial_params(config, verbose=False))
+    params = host_tree(initial_params(config, task_of(config), verbose=False))
     for tower in ('visual', 'textual'):
         assert 'blocks' in params[tower] and 'blocks_0' not in params[tower]
         assert params[tower]['blocks']['ln_1']['scale'].shape[0] == 2  # [layers, ...]
