@@ -19,7 +19,7 @@ LAYERS = (
     ('evaluate',),                      # benchmarks over a model
     ('train',),                         # the trainer (runs evaluators)
     ('api',),                           # the public API: load, embed, export
-    ('demo', 'embed'),                  # the demo; the embedding tool (a command line)
+    ('demo', 'embed', 'probe'),         # the demo; the embedding and probe tools (command lines)
 )
 LAYER_OF = {package: level for level, packages in enumerate(LAYERS) for package in packages}
 TOP = len(LAYERS) - 1

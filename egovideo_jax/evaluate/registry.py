@@ -55,6 +55,7 @@ EVALUATOR_MODULES = {
     'egtea': 'egovideo_jax.evaluate.egtea',
     'egomcq': 'egovideo_jax.evaluate.egomcq',
     'classification': 'egovideo_jax.evaluate.classification',  # labelled records; heads
+    'linear_probe': 'egovideo_jax.evaluate.linear_probe',  # frozen features, fitted probe
     'demo_retrieval': 'egovideo_jax.demo.evaluator',
     'demo_mir': 'egovideo_jax.demo.mir',
 }

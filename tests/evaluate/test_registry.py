@@ -32,7 +32,7 @@ def test_every_benchmark_is_registered():
     for name in EVALUATOR_MODULES:  # each module registers itself when first asked for
         assert evaluator_class(name) is EVALUATORS[name]
     assert sorted(EVALUATORS) == sorted(BENCHMARKS + ['classification', 'demo_mir',
-                                                   'demo_retrieval'])
+                                                   'demo_retrieval', 'linear_probe'])
     assert all(issubclass(cls, Evaluator) and cls.type == name
                for name, cls in EVALUATORS.items())
 
