@@ -1,13 +1,15 @@
 """Writes the embedded demo source: rendered clips (`synthetic.py`) as the files a real
-egocentric source would have.
+egocentric source would have; with `view='side'` the same scenes from a static third-person
+camera (video ids `demo_{split}_side_{index:05d}`).
 
 Layout under `out_dir`:
     videos/{video_id}.mp4        H.264 (MPEG-4 Part 2 where libx264 is missing), yuv420p
     detections/{video_id}.pkl    ground-truth boxes, EPIC-KITCHENS-100 pickle format
     narrations.csv               video_id,start_second,end_second,text,dataset
                                  (one Ego4D-style narration spanning each whole video)
-    actions.csv                  video_id,action,hand,object,fast_motion_only,direction,seed
-                                 (the labels the fast-motion evaluation needs)
+    actions.csv                  video_id,action,hand,object,fast_motion_only,direction,seed,
+                                 view (the labels the fast-motion evaluation needs; the view
+                                 for an ego-vs-third-person probe)
 """
 from __future__ import annotations
 
@@ -22,14 +24,15 @@ import av
 import numpy as np
 
 from egovideo_jax.demo.actions import ActionSpec, sample_action_specs
-from egovideo_jax.demo.synthetic import render_clip
+from egovideo_jax.demo.synthetic import VIEWS, render_clip
 from egovideo_jax.hod.epic_detections import write_epic_pickle
 from egovideo_jax.io.choices import check_choice
 
 SPLITS = ('train', 'heldout')
 DATASET_NAME = 'demo'
 NARRATION_FIELDS = ('video_id', 'start_second', 'end_second', 'text', 'dataset')
-ACTION_FIELDS = ('video_id', 'action', 'hand', 'object', 'fast_motion_only', 'direction', 'seed')
+ACTION_FIELDS = ('video_id', 'action', 'hand', 'object', 'fast_motion_only', 'direction', 'seed',
+                 'view')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +47,7 @@ class DemoSourceInfo:
     fps: float
     num_frames: int  # per video
     size: int
+    view: str
 
 
 def clip_seed(seed: int, split: str, index: int) -> int:
@@ -67,10 +71,11 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None
         container.mux(stream.encode())
 
 
-def _write_clip(job: tuple[str, ActionSpec, int, Path, int, float, float, float]
+def _write_clip(job: tuple[str, ActionSpec, int, Path, int, float, float, float, str]
                 ) -> tuple[str, ActionSpec, int, int]:
-    video_id, spec, seed, root, size, fps, seconds, miss_rate = job
-    clip = render_clip(spec, seed, size=size, fps=fps, seconds=seconds, miss_rate=miss_rate)
+    video_id, spec, seed, root, size, fps, seconds, miss_rate, view = job
+    clip = render_clip(spec, seed, size=size, fps=fps, seconds=seconds, miss_rate=miss_rate,
+                       view=view)
     write_video(root / 'videos' / f'{video_id}.mp4', clip.frames, fps)
     write_epic_pickle(root / 'detections' / f'{video_id}.pkl', video_id, clip.detections)
     return video_id, spec, seed, len(clip.frames)
@@ -79,12 +84,15 @@ def _write_clip(job: tuple[str, ActionSpec, int, Path, int, float, float, float]
 def write_demo_source(out_dir: str | os.PathLike, num_clips: int, seed: int, split: str,
                       size: int = 144, fps: float = 15, seconds: float = 3.0,
                       miss_rate: float = 0.05, workers: int = 1,
-                      num_objects: int = 0) -> DemoSourceInfo:
+                      num_objects: int = 0, view: str = 'ego') -> DemoSourceInfo:
     """Renders `num_clips` clips of `split` ('train' or 'heldout') into `out_dir` (layout in
     the module docstring), on `workers` processes, drawing objects from
-    `actions.demo_objects(num_objects)` (0: all 30). Deterministic in the arguments except
-    `workers`; video ids are `demo_{split}_{index:05d}`."""
+    `actions.demo_objects(num_objects)` (0: all 30), seen from `view` (one of
+    `synthetic.VIEWS`). Deterministic in the arguments except `workers`; clip `index` shows
+    the same scene in every view. Video ids are `demo_{split}_{index:05d}` ('ego') or
+    `demo_{split}_side_{index:05d}` ('side'), so the views can share a dataset."""
     check_choice(split, SPLITS, 'split')
+    check_choice(view, VIEWS, 'view')
     if num_clips < 1:
         raise ValueError(f'num_clips: expected >= 1, got {num_clips}')
     if fps != round(fps):
@@ -94,8 +102,9 @@ def write_demo_source(out_dir: str | os.PathLike, num_clips: int, seed: int, spl
         (root / folder).mkdir(parents=True, exist_ok=True)
     specs = sample_action_specs(num_clips, seed=seed * len(SPLITS) + SPLITS.index(split),
                                 num_objects=num_objects)
-    jobs = [(f'demo_{split}_{index:05d}', spec, clip_seed(seed, split, index), root, size, fps,
-             seconds, miss_rate) for index, spec in enumerate(specs)]
+    prefix = f'demo_{split}_' if view == 'ego' else f'demo_{split}_{view}_'
+    jobs = [(f'{prefix}{index:05d}', spec, clip_seed(seed, split, index), root, size, fps,
+             seconds, miss_rate, view) for index, spec in enumerate(specs)]
     if workers > 1:
         # Spawned workers: the caller may hold JAX or other threads a fork would copy.
         with concurrent.futures.ProcessPoolExecutor(
@@ -117,7 +126,8 @@ def write_demo_source(out_dir: str | os.PathLike, num_clips: int, seed: int, spl
         writer.writerow(ACTION_FIELDS)
         for video_id, spec, clip_seed_value, _ in written:
             writer.writerow([video_id, spec.action, spec.hand, spec.object,
-                             int(spec.fast_motion_only), spec.direction or '', clip_seed_value])
+                             int(spec.fast_motion_only), spec.direction or '', clip_seed_value,
+                             view])
     return DemoSourceInfo(root, split, tuple(job[0] for job in jobs), root / 'videos',
                           root / 'detections', narrations_csv, actions_csv, float(fps),
-                          num_frames, size)
+                          num_frames, size, view)

@@ -2,17 +2,22 @@
 hand and a few coloured objects performing the scripted actions of `actions.py` (drawn with
 `drawing.py`), as frames with ground-truth hand-object detections in the EPIC format.
 
+Two views (`VIEWS`) of the same scene: 'ego', the head-mounted camera looking down at the
+table, and 'side', a static camera across the table (`side_view.py`), which sees the same
+top-down drawing in perspective with the room and the person behind it.
+
 Real egocentric video and detector weights cannot be downloaded here; this source exercises
 the real pipeline path (video files, `epic` detection pickles, tracks, narrators) and doubles
 as the fast-motion benchmark.
 
-Coordinates are normalised to the frame (x right, y down). A clip is rendered at `SUPERSAMPLE`
-times the output size on a canvas with a margin for the camera jitter, then cropped and
-box-filtered down, so edges are antialiased and sub-pixel jitter is possible.
+Coordinates are normalised to the frame (x right, y down). A clip is drawn at `SUPERSAMPLE`
+times the output size on a canvas with a margin for the camera jitter; a camera turns it into
+the frame (the head camera crops it), which is box-filtered down, so edges are antialiased and
+sub-pixel jitter is possible.
 
 Randomness is split into independent streams per seed (layout, shared motion, action
-motion, camera, noise, detections), so the two actions of a fast-motion pair share
-everything but the fast motion.
+motion, camera, noise, detections, room), so the two actions of a fast-motion pair share
+everything but the fast motion, and both views share everything but the camera.
 """
 from __future__ import annotations
 
@@ -22,7 +27,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from egovideo_jax.demo.actions import ACTIONS, COLORS, KINDS, ActionSpec, Motion, ScriptContext
-from egovideo_jax.demo.drawing import Part, hand_parts, object_parts, unit
+from egovideo_jax.demo.drawing import (
+    draw_parts,
+    elbow_anchor,
+    hand_parts,
+    object_parts,
+    to_pixels,
+    unit,
+)
+from egovideo_jax.demo.side_view import SideCamera
 from egovideo_jax.hod.detections import (
     HAND_SIDES,
     PORTABLE_OBJECT,
@@ -31,7 +44,9 @@ from egovideo_jax.hod.detections import (
     HandDetection,
     ObjectDetection,
 )
+from egovideo_jax.io.choices import check_choice
 
+VIEWS = ('ego', 'side')
 SKIN_TONES = ((232, 186, 152), (214, 160, 122), (176, 122, 88), (240, 200, 170))
 SLEEVE_COLORS = ((60, 60, 70), (200, 200, 205), (90, 110, 150), (120, 45, 50))
 SUPERSAMPLE = 2
@@ -72,6 +87,7 @@ class RenderedClip:
     spec: ActionSpec
     fps: float
     scene: Scene
+    view: str  # one of VIEWS
 
     @property
     def narration(self) -> str:
@@ -95,7 +111,9 @@ class RenderedClip:
 
 
 def _streams(seed: int) -> dict[str, np.random.Generator]:
-    names = ('layout', 'shared_motion', 'action_motion', 'camera', 'noise', 'detections')
+    # New streams go last: spawned children depend on their index only.
+    names = ('layout', 'shared_motion', 'action_motion', 'camera', 'noise', 'detections',
+             'room')
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {name: np.random.default_rng(child) for name, child in zip(names, children)}
 
@@ -138,15 +156,6 @@ def _table_texture(style: str, rng: np.random.Generator, pixels: int, world: np.
     return np.broadcast_to(shade, (pixels, pixels))[..., None] * base
 
 
-def _to_pixels(polygon: np.ndarray, scale: float) -> list[tuple[float, float]]:
-    return [tuple(point) for point in ((polygon + MARGIN) * scale).tolist()]
-
-
-def _draw_parts(draw: ImageDraw.ImageDraw, parts: list[Part], scale: float) -> None:
-    for part in parts:
-        draw.polygon(_to_pixels(part.polygon, scale), fill=part.fill, outline=part.outline)
-
-
 def _with_shadows(image: Image.Image, shadowed: Image.Image,
                   silhouettes: list[tuple[np.ndarray, float]], scale: float, blur: float
                   ) -> Image.Image:
@@ -156,8 +165,8 @@ def _with_shadows(image: Image.Image, shadowed: Image.Image,
     mask = Image.new('L', (image.width // SUPERSAMPLE, image.height // SUPERSAMPLE), 0)
     draw = ImageDraw.Draw(mask)
     for polygon, height in silhouettes:
-        draw.polygon(_to_pixels(polygon + height * np.array([0.7, 1.0]), scale / SUPERSAMPLE),
-                     fill=255)
+        draw.polygon(to_pixels(polygon + height * np.array([0.7, 1.0]), scale / SUPERSAMPLE,
+                               MARGIN), fill=255)
     mask = mask.filter(ImageFilter.BoxBlur(blur)).resize(image.size, Image.BILINEAR)
     return Image.composite(shadowed, image, mask)
 
@@ -170,15 +179,13 @@ def _arm_and_hand_directions(side: str, palm: np.ndarray, target: np.ndarray, ai
                              ) -> tuple[np.ndarray, np.ndarray]:
     """The forearm comes from an elbow below the frame on the hand's side; the fingers point
     along it, turned towards the object by `aim`."""
-    elbow = np.array([0.05 if side == 'left' else 0.95, 1.45])
-    along_arm = unit(palm - elbow)
+    along_arm = unit(palm - elbow_anchor(side))
     return along_arm, unit((1 - aim) * along_arm + aim * unit(target - palm))
 
 
-def _bbox(points: np.ndarray, camera: np.ndarray) -> tuple[BBox, float] | None:
-    """The box of `points` in the frame seen from `camera`, clipped to the frame, and the
+def _bbox(points: np.ndarray) -> tuple[BBox, float] | None:
+    """The box of `points` (frame units, as a camera sees them), clipped to the frame, and the
     fraction of its area that is inside; None when nothing is."""
-    points = points - camera
     low, high = points.min(0), points.max(0)
     clipped_low, clipped_high = np.clip(low, 0, 1), np.clip(high, 0, 1)
     area = np.prod(high - low)
@@ -189,13 +196,17 @@ def _bbox(points: np.ndarray, camera: np.ndarray) -> tuple[BBox, float] | None:
 
 
 def render_clip(spec: ActionSpec, seed: int, size: int = 144, fps: float = 15,
-                seconds: float = 3.0, miss_rate: float = 0.05) -> RenderedClip:
-    """Renders one clip of `round(seconds * fps)` frames of `size` x `size` pixels.
+                seconds: float = 3.0, miss_rate: float = 0.05, view: str = 'ego'
+                ) -> RenderedClip:
+    """Renders one clip of `round(seconds * fps)` frames of `size` x `size` pixels, seen by
+    the head-mounted camera (`view='ego'`) or by a static camera across the table ('side').
 
-    Deterministic in `(spec, seed, size, fps, seconds, miss_rate)`. Each hand and object
+    Deterministic in `(spec, seed, size, fps, seconds, miss_rate, view)`; both views of a seed
+    show the same scene and motion and miss the same detections. Each hand and object
     detection is left out of a frame with probability `miss_rate` (as a real detector misses
     some), so tracks need interpolation.
     """
+    check_choice(view, VIEWS, 'view')
     if size < 16 or size % 2:
         raise ValueError(f'size: expected an even number of pixels >= 16, got {size}')
     num_frames = int(round(seconds * fps))
@@ -206,9 +217,10 @@ def render_clip(spec: ActionSpec, seed: int, size: int = 144, fps: float = 15,
         raise ValueError(f'miss_rate: expected a probability in [0, 1), got {miss_rate}')
     rng = _streams(seed)
     scene, motion = _layout_and_motion(spec, rng, num_frames, fps)
-    frames, cameras, geometry = _render_frames(scene, motion, spec, rng, num_frames, fps, size)
-    detections = _detections(geometry, cameras, motion, rng['detections'], miss_rate)
-    return RenderedClip(frames, detections, spec, float(fps), scene)
+    frames, camera, geometry = _render_frames(scene, motion, spec, rng, num_frames, fps, size,
+                                              view)
+    detections = _detections(geometry, camera, motion, rng['detections'], miss_rate)
+    return RenderedClip(frames, detections, spec, float(fps), scene, view)
 
 
 def _layout_and_motion(spec: ActionSpec, rng: dict[str, np.random.Generator], num_frames: int,
@@ -263,11 +275,35 @@ class _Geometry:
     others: list[np.ndarray]
 
 
+class _HeadCamera:
+    """The head-mounted camera: looks straight down at the table and sways slowly (quantised
+    to canvas pixels so boxes match the pixels)."""
+
+    def __init__(self, rng: np.random.Generator, num_frames: int, fps: float, scale: int):
+        offsets = _smooth_wave(rng, num_frames, fps, CAMERA_JITTER)
+        self._scale = scale
+        self._crop_origin = np.round((offsets + MARGIN) * scale).astype(int)
+        self._offsets = self._crop_origin / scale - MARGIN
+        self._gains = 1 + _smooth_wave(rng, num_frames, fps, 0.04, dims=1)[:, 0]
+
+    def gain(self, t: int) -> float:
+        """The exposure of frame `t` (auto-exposure following the head motion)."""
+        return self._gains[t]
+
+    def shoot(self, t: int, canvas: Image.Image) -> Image.Image:
+        """Frame `t` at the canvas resolution (`scale` pixels a side)."""
+        left, top = self._crop_origin[t]
+        return canvas.crop((left, top, left + self._scale, top + self._scale))
+
+    def project(self, t: int, points: np.ndarray) -> np.ndarray:
+        """Canvas points (frame units) where frame `t` shows them."""
+        return points - self._offsets[t]
+
+
 def _render_frames(scene: Scene, motion: Motion, spec: ActionSpec,
-                   rng: dict[str, np.random.Generator], num_frames: int, fps: float, size: int
-                   ) -> tuple[np.ndarray, np.ndarray, _Geometry]:
-    """uint8 frames, the camera offset of each (frame units) and the outlines behind the boxes.
-    """
+                   rng: dict[str, np.random.Generator], num_frames: int, fps: float, size: int,
+                   view: str) -> tuple[np.ndarray, _HeadCamera | SideCamera, _Geometry]:
+    """uint8 frames, the camera that took them and the outlines behind the boxes."""
     scale = size * SUPERSAMPLE  # canvas pixels per frame unit
     canvas = int(round((1 + 2 * MARGIN) * scale))
     world = (np.arange(canvas) + 0.5) / scale - MARGIN
@@ -279,14 +315,14 @@ def _render_frames(scene: Scene, motion: Motion, spec: ActionSpec,
                                [(parts[0].polygon, 0.012) for parts in other_parts], scale, 1)
     draw = ImageDraw.Draw(background)
     for parts in other_parts:
-        _draw_parts(draw, parts, scale)
+        draw_parts(draw, parts, scale, MARGIN)
     background_shadowed = _darker(background)
 
-    # Head-mounted camera: slow sway, quantised to canvas pixels so boxes match the pixels.
-    offsets = _smooth_wave(rng['camera'], num_frames, fps, CAMERA_JITTER)
-    crop_origin = np.round((offsets + MARGIN) * scale).astype(int)
-    cameras = crop_origin / scale - MARGIN
-    gains = 1 + _smooth_wave(rng['camera'], num_frames, fps, 0.04, dims=1)[:, 0]
+    if view == 'ego':
+        camera = _HeadCamera(rng['camera'], num_frames, fps, scale)
+    else:
+        camera = SideCamera(table, motion.palm, scene.skin, scene.sleeve, scale, MARGIN,
+                            rng['room'])
     radial = np.hypot(*np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size)))
     vignette = (1 - 0.12 * radial ** 2)[..., None]
     noise_bank = rng['noise'].normal(0, NOISE_SIGMA, (2, size + 16, size + 16, 3)).astype(
@@ -314,35 +350,35 @@ def _render_frames(scene: Scene, motion: Motion, spec: ActionSpec,
                         for part in arms[side] + hands[side][:-1]]
         image = _with_shadows(background, background_shadowed, silhouettes, scale, 2.5)
         draw = ImageDraw.Draw(image)
-        _draw_parts(draw, target_parts, scale)
+        draw_parts(draw, target_parts, scale, MARGIN)
         for side in HAND_SIDES:
-            _draw_parts(draw, arms[side], scale)
+            draw_parts(draw, arms[side], scale, MARGIN)
         for side in HAND_SIDES:
-            _draw_parts(draw, hands[side], scale)
-        left, top = crop_origin[t]
-        image = image.crop((left, top, left + scale, top + scale)).reduce(SUPERSAMPLE)
+            draw_parts(draw, hands[side], scale, MARGIN)
+        image = camera.shoot(t, image).reduce(SUPERSAMPLE)
         bank, dy, dx = noise_picks[t]
         noise = noise_bank[bank, dy:dy + size, dx:dx + size]
-        frames[t] = np.clip(np.asarray(image, np.float32) * (vignette * gains[t]) + noise,
+        frames[t] = np.clip(np.asarray(image, np.float32) * (vignette * camera.gain(t)) + noise,
                             0, 255).astype(np.uint8)
         geometry.target.append(np.concatenate([part.polygon for part in target_parts]))
         geometry.hands.append({side: np.concatenate([part.polygon for part in hands[side]])
                                for side in HAND_SIDES})
-    return frames, cameras, geometry
+    return frames, camera, geometry
 
 
-def _detections(geometry: _Geometry, cameras: np.ndarray, motion: Motion,
+def _detections(geometry: _Geometry, camera: _HeadCamera | SideCamera, motion: Motion,
                 rng: np.random.Generator, miss_rate: float) -> list[FrameDetections]:
-    """Ground-truth detections per frame: visible hands (mostly inside the frame) and objects;
-    the target scores highest. Scores and misses come from their own stream."""
-    num_frames, num_others = len(cameras), len(geometry.others)
+    """Ground-truth detections per frame as `camera` sees them: visible hands (mostly inside
+    the frame) and objects; the target scores highest. Scores and misses come from their own
+    stream."""
+    num_frames, num_others = len(geometry.target), len(geometry.others)
     hand_scores = rng.uniform(*HAND_SCORES, (num_frames, len(HAND_SIDES)))
     target_scores = rng.uniform(*OBJECT_SCORES, num_frames)
     other_scores = rng.uniform(*DISTRACTOR_SCORES, (num_frames, num_others))
     missed = rng.random((num_frames, len(HAND_SIDES) + 1 + num_others)) < miss_rate
     frames = []
-    for t, camera in enumerate(cameras):
-        object_boxes = [_bbox(points, camera)
+    for t in range(num_frames):
+        object_boxes = [_bbox(camera.project(t, points))
                         for points in [geometry.target[t], *geometry.others]]
         objects = [ObjectDetection(box[0], score)
                    for box, score, miss in zip(object_boxes,
@@ -352,7 +388,7 @@ def _detections(geometry: _Geometry, cameras: np.ndarray, motion: Motion,
         visible_centers = [np.array(box[0].center) for box in object_boxes if box is not None]
         hands = []
         for index, side in enumerate(HAND_SIDES):
-            box = _bbox(geometry.hands[t][side], camera)
+            box = _bbox(camera.project(t, geometry.hands[t][side]))
             if box is None or box[1] < 0.3 or missed[t, index]:
                 continue
             hand_center = np.array(box[0].center)
@@ -369,4 +405,4 @@ def _detections(geometry: _Geometry, cameras: np.ndarray, motion: Motion,
     return frames
 
 
-__all__ = ['RenderedClip', 'Scene', 'SceneObject', 'render_clip']
+__all__ = ['VIEWS', 'RenderedClip', 'Scene', 'SceneObject', 'render_clip']

@@ -1,6 +1,7 @@
 """The procedural egocentric demo source: determinism, ground-truth boxes that match the
 pixels, fast-motion pairs that 4 evaluation frames cannot separate but 16 can, left/right
-variants, and the written source (mp4 + EPIC pickles + CSVs) round-tripping."""
+variants, the side (third-person) view of the same scenes, and the written source (mp4 + EPIC
+pickles + CSVs) round-tripping."""
 import collections
 import csv
 
@@ -15,8 +16,9 @@ from egovideo_jax.demo.actions import (
     demo_objects,
     sample_action_specs,
 )
+from egovideo_jax.demo.finetune import read_actions
 from egovideo_jax.demo.source import ACTION_FIELDS, NARRATION_FIELDS, clip_seed, write_demo_source
-from egovideo_jax.demo.synthetic import render_clip
+from egovideo_jax.demo.synthetic import NOISE_SIGMA, VIEWS, render_clip
 from egovideo_jax.hod.detections import PORTABLE_OBJECT
 from egovideo_jax.hod.epic_detections import read_epic_pickle
 from egovideo_jax.media.sampling import sample_eval
@@ -224,6 +226,68 @@ def test_splits_never_share_a_seed():
     assert len(train) == len(heldout) == 500 and not train & heldout
 
 
+def test_ego_is_the_default_view():
+    default = render('shake', seed=5, size=64, seconds=1.0)
+    ego = render('shake', seed=5, size=64, seconds=1.0, view='ego')
+    np.testing.assert_array_equal(default.frames, ego.frames)
+    assert default.detections == ego.detections
+    assert default.view == ego.view == 'ego' and VIEWS == ('ego', 'side')
+    with pytest.raises(ValueError, match=r"view='top'; choose from \['ego', 'side'\]"):
+        render('shake', view='top')
+
+
+def side_and_ego(action='push', hand='left', color='orange', kind='sponge', direction='up',
+                 seed=2, **options):
+    options = dict(size=96, seconds=2.0, miss_rate=0.0) | options
+    return (render(action, hand, color, kind, direction, seed, view='side', **options),
+            render(action, hand, color, kind, direction, seed, **options))
+
+
+def test_side_view_is_deterministic_and_shows_the_same_scene():
+    side, ego = side_and_ego('pick_up', 'right', 'red', 'cup', None, seed=4, miss_rate=0.3)
+    again = render('pick_up', 'right', 'red', 'cup', seed=4, size=96, seconds=2.0,
+                   miss_rate=0.3, view='side')
+    np.testing.assert_array_equal(side.frames, again.frames)
+    assert side.detections == again.detections
+    assert side.view == 'side' and side.scene == ego.scene and side.spec == ego.spec
+    assert np.abs(side.frames.astype(np.float64) - ego.frames).mean() > 30
+    # The same detector draws: the same objects missed, with the same scores.
+    for side_frame, ego_frame in zip(side.detections, ego.detections):
+        assert ([obj.score for obj in side_frame.objects] ==
+                [obj.score for obj in ego_frame.objects])
+
+
+def test_side_view_sees_the_room_from_a_static_camera():
+    side, ego = side_and_ego(seed=3, seconds=1.0)
+    top = side.frames[:, :side.frames.shape[1] // 10].astype(np.float64)  # above the head
+    table = np.median(ego.frames.reshape(-1, 3), axis=0)
+    assert np.linalg.norm(top.mean(axis=(0, 1, 2)) - table) > 60  # the wall, not the table
+    # No sway and a fixed exposure: over time the wall varies by the sensor noise only.
+    assert top.std(axis=0).mean() < 1.1 * NOISE_SIGMA
+
+
+def test_side_view_boxes_follow_the_projected_scene():
+    side, ego = side_and_ego()
+    size = side.frames.shape[1]
+    color = COLORS['orange']
+    for frame, detections, ego_detections in list(zip(side.frames, side.detections,
+                                                      ego.detections))[::5]:
+        assert len(detections.objects) == len(ego_detections.objects) == len(side.scene.objects)
+        assert {hand.side for hand in detections.hands} == {'left', 'right'}
+        for detected in detections.hands + detections.objects:
+            assert all(0 <= value <= 1 for value in detected.bbox.as_list())
+        left, top, right, bottom = pixel_box(detections.objects[0].bbox, size)
+        colored = np.linalg.norm(frame.astype(np.float64) - color, axis=-1) < 60
+        assert colored[top:bottom, left:right].sum() >= 0.8 * colored.sum() > 0
+    # The camera faces the person: their left hand (at rest) is on the frame's right.
+    first = {hand.side: hand.bbox.center[0] for hand in side.detections[0].hands}
+    assert first['right'] < 0.5 < first['left']
+    # Pushed away from the person: up in the ego view, towards the side camera (down) here.
+    ego_start, ego_end = (ego.detections[t].objects[0].bbox.center for t in (0, -1))
+    side_start, side_end = (side.detections[t].objects[0].bbox.center for t in (0, -1))
+    assert ego_end[1] < ego_start[1] - 0.1 and side_end[1] > side_start[1] + 0.05
+
+
 def test_written_source_round_trips(tmp_path):
     info = write_demo_source(tmp_path, num_clips=3, seed=11, split='heldout', size=128,
                              seconds=2.0)
@@ -244,6 +308,7 @@ def test_written_source_round_trips(tmp_path):
                           action['direction'] or None)
         assert narration['text'] == spec.narration
         assert action['fast_motion_only'] == str(int(spec.fast_motion_only))
+        assert action['view'] == 'ego'
         clip = render_clip(spec, int(action['seed']), size=128, seconds=2.0)
 
         video = info.videos_dir / f'{video_id}.mp4'
@@ -271,3 +336,29 @@ def test_worker_processes_write_the_same_source(tmp_path):
     for video_id in serial.video_ids:
         assert (read_epic_pickle(serial.detections_dir / f'{video_id}.pkl') ==
                 read_epic_pickle(parallel.detections_dir / f'{video_id}.pkl'))
+
+
+def test_a_side_view_source_shows_the_same_scenes(tmp_path):
+    side = write_demo_source(tmp_path / 'side', num_clips=2, seed=4, split='train', size=64,
+                             seconds=1.0, view='side')
+    assert side.video_ids == ('demo_train_side_00000', 'demo_train_side_00001')
+    assert side.view == 'side'
+    with open(side.actions_csv, newline='') as file:
+        actions = list(csv.DictReader(file))
+    assert [int(row['seed']) for row in actions] == [clip_seed(4, 'train', 0),
+                                                     clip_seed(4, 'train', 1)]
+    assert {row['view'] for row in actions} == {'side'}
+    assert set(read_actions(side.actions_csv)) == set(side.video_ids)
+    row = actions[0]
+    spec = ActionSpec(row['action'], row['hand'], *row['object'].split(),
+                      row['direction'] or None)
+    clip = render_clip(spec, int(row['seed']), size=64, seconds=1.0, view='side')
+    decoded = read_frames(side.videos_dir / f'{row["video_id"]}.mp4', [0, 7, 14])
+    assert np.abs(decoded.astype(np.float64) - clip.frames[[0, 7, 14]]).mean() < 4
+    stored = read_epic_pickle(side.detections_dir / f'{row["video_id"]}.pkl')
+    np.testing.assert_allclose(
+        [box.bbox.as_list() for box in stored[0].hands + stored[0].objects],
+        [box.bbox.as_list() for box in clip.detections[0].hands + clip.detections[0].objects],
+        atol=1e-6)
+    with pytest.raises(ValueError, match='view'):
+        write_demo_source(tmp_path / 'bad', num_clips=1, seed=0, split='train', view='top')
