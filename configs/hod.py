@@ -14,6 +14,7 @@ VARIANT:
   `detector`  your videos + a live detector on the stored frames (`detections.detector`:
               `mediapipe` hands or an `onnx` hand-object model at `detections.model_path`;
               optional extras, requirements-hod-detectors.txt).
+Any variant but `demo` can filter its clips first (`ego_filter.probe`): see docs/hod_pipeline.md.
 Narrators (`narrator.name`): `rules` (offline, deterministic), `openai` (any OpenAI-compatible
 chat-completions server: `narrator.base_url`, `narrator.model`, key from the environment
 variable `narrator.api_key_env`), `llama_cpp` (a local GGUF at `narrator.model_path`).
@@ -65,6 +66,16 @@ def get_config(variant: str = 'epic') -> ml_collections.ConfigDict:
         retries=1,  # answers that fail validation are asked again this often, then `rules`
         temperature=0.2,
         max_tokens=200))
+
+    # The ego-style filter (before `frames`): a linear probe over frozen video features from
+    # `python -m egovideo_jax.probe`; clips with P(positive) < threshold are dropped.
+    config.ego_filter = ml_collections.ConfigDict(dict(
+        probe='',  # the probe.npz; empty: no filter
+        checkpoint='',  # the frozen model the probe's features came from; default: the one
+                        # the probe file records
+        positive='egocentric',  # the probe class that counts as egocentric
+        threshold=0.5,
+        batch_size=8))
 
     config.output_dir = ''
     config.cache_dir = ''  # default output_dir/cache; share one to reuse narrations across runs

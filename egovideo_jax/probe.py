@@ -67,6 +67,21 @@ def evaluator_section(args: argparse.Namespace) -> dict:
     return section
 
 
+def load_scorer(probe_path: str, positive: str, checkpoint: str = '', batch_size: int = 8):
+    """A `linear_probe.ProbeScorer` for the probe file `probe_path`, over the frozen model
+    it was fit on (`checkpoint`, default the one the probe file records)."""
+    from egovideo_jax.api import load
+    from egovideo_jax.evaluate.linear_probe import ProbeScorer
+    from egovideo_jax.evaluate.probe import LinearProbe
+    probe = LinearProbe.load(probe_path)
+    spec = probe.feature_spec
+    checkpoint = checkpoint or spec.get('checkpoint', '')
+    if not checkpoint:
+        raise ValueError(f'{probe_path} records no checkpoint; name the model it was fit on')
+    model = load(checkpoint, variant=spec['variant'], mode=spec['mode'])
+    return ProbeScorer(model, probe, positive, batch_size)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     from egovideo_jax.evaluate.registry import build_evaluators

@@ -153,3 +153,34 @@ class LinearProbeEvaluator(Evaluator):
         metrics = probe_metrics(probe.probabilities(eval_x), eval_y)
         metrics['train_top1'] = probe_metrics(probe.probabilities(train_x), train_y)['top1']
         return metrics
+
+
+class ProbeScorer:
+    """Clips' frames -> the probability of one class of a probe over `model`'s features
+    (the feature spec's frame counts, centre view); what the ego-style filter applies."""
+
+    def __init__(self, model, probe, positive: str, batch_size: int = 8):
+        from egovideo_jax.evaluate.features import params_digest
+        spec = probe.feature_spec
+        if spec.get('params_sha256') != params_digest(model.params):
+            raise ValueError(f'the probe was fit on features of other weights than '
+                             f'{spec.get("checkpoint") or "this model"} '
+                             f'(params_sha256 differs); use the checkpoint it was fit on')
+        self.model, self.probe, self.batch_size = model, probe, batch_size
+        self.column = probe.class_index(positive)
+        self.counts = tuple(spec['frames'])
+
+    def __call__(self, clips) -> np.ndarray:
+        from tqdm import tqdm
+
+        from egovideo_jax.evaluate.embedding import embed_videos
+        from egovideo_jax.evaluate.features import clip_inputs
+        size = self.model.config.vision.image_size
+
+        def load(frames):
+            return clip_inputs(lambda indices: frames[indices], len(frames), self.counts, size)
+
+        with tqdm(disable=True) as quiet:  # the filter stage shows the progress
+            features = embed_videos(self.model, list(clips), load, self.batch_size,
+                                    num_workers=0, progress=quiet)
+        return self.probe.probabilities(features)[:, self.column]

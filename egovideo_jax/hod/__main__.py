@@ -77,6 +77,15 @@ def validate(config) -> None:
         check_runnable(pipeline_options(config), narrator_spec(config.narrator))
     except OptionError as error:
         raise ValueError(f'config.{CONFIG_KEYS[error.field]}: {error.reason}') from None
+    found = config.ego_filter
+    if found.probe:
+        check(os.path.isfile(found.probe), 'ego_filter.probe',
+              f'the probe file {found.probe!r} does not exist (python -m egovideo_jax.probe '
+              f'writes one)')
+        check(0 <= found.threshold <= 1, 'ego_filter.threshold',
+              f'expected a probability in [0, 1], got {found.threshold}')
+        check(found.batch_size >= 1, 'ego_filter.batch_size',
+              f'expected >= 1, got {found.batch_size}')
 
 
 def pipeline_options(config):
@@ -112,6 +121,19 @@ def narrator_spec(narrator):
     return NarratorSpec(narrator.name, tuple(sorted(options.items())), narrator.retries)
 
 
+def ego_filter(section):
+    """The `ego_filter.EgoFilter` of `config.ego_filter`, or None without a probe (loads the
+    frozen model the probe was trained on)."""
+    if not section.probe:
+        return None
+    from egovideo_jax.hod.ego_filter import EgoFilter
+    from egovideo_jax.probe import load_scorer
+    scorer = load_scorer(section.probe, section.positive, checkpoint=section.checkpoint,
+                         batch_size=section.batch_size)
+    return EgoFilter(scorer, section.probe, section.positive, section.threshold,
+                     section.batch_size)
+
+
 def run(config) -> tuple[list, str]:
     """Runs the config; returns the run reports (one per demo split) and the records to
     take the visual check from."""
@@ -133,7 +155,8 @@ def run(config) -> tuple[list, str]:
         options, narrator = pipeline_options(config), narrator_spec(config.narrator)
         common = dict(cache_dir=config.cache_dir or None,
                       records_per_shard=config.records_per_shard,
-                      record_format=config.record_format, producer=producer)
+                      record_format=config.record_format, producer=producer,
+                      ego_filter=ego_filter(config.ego_filter))
         if config.runner == 'beam':
             from egovideo_jax.hod import beam
             result = beam.run_beam(config.input_csv, config.output_dir, options, narrator,

@@ -33,6 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions as BeamOptions
 
 from egovideo_jax.hod.cache import FinishedClip, NarrationCache
 from egovideo_jax.hod.clips import ClipSpec, read_clip_specs
+from egovideo_jax.hod.ego_filter import EgoFilter, apply_filter
 from egovideo_jax.hod.options import NarratorSpec, PipelineOptions
 from egovideo_jax.hod.outputs import (
     CACHE_DIR,
@@ -186,8 +187,9 @@ def run_beam(csv_path: str | os.PathLike, output_dir: str | os.PathLike,
              options: PipelineOptions, narrator: NarratorSpec = NarratorSpec(), *,
              cache_dir: str | os.PathLike | None = None, records_per_shard: int = 256,
              record_format: str = 'tfrecord', producer: dict | None = None,
-             beam_args: Sequence[str] = ()) -> RunReport:
-    """Runs the pipeline on Beam and writes the outputs of `pipeline.run_pipeline`."""
+             beam_args: Sequence[str] = (), ego_filter: EgoFilter | None = None) -> RunReport:
+    """Runs the pipeline on Beam and writes the outputs of `pipeline.run_pipeline`. The
+    ego-style filter (optional) scores the clips here, before the job: it needs the model."""
     started = time.monotonic()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +200,9 @@ def run_beam(csv_path: str | os.PathLike, output_dir: str | os.PathLike,
     row_skips = [item for item in items if isinstance(item, Skip)]
     temp_dir, work_dir = _fresh_records_dir(output_dir), output_dir / WORK_DIR
     work_dir.mkdir(exist_ok=True)
+    specs, dropped, filter_section = apply_filter(specs, options, ego_filter, work_dir,
+                                                  output_dir)
+    row_skips += dropped
     stats_path = work_dir / _STATS_NAME
     producer = dict(producer or {})
 
@@ -216,7 +221,7 @@ def run_beam(csv_path: str | os.PathLike, output_dir: str | os.PathLike,
     report = build_run_report('beam', rows=len(items), resumed=0, skips=skips,
                               narrator=checked_narrator, sources=sources,
                               processed=sum(sources.values()), started=started,
-                              outputs=output_paths(output_dir))
+                              outputs=output_paths(output_dir), ego_filter=filter_section)
     write_report(output_dir, report)
     return report
 

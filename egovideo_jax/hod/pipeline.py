@@ -3,6 +3,8 @@ narrator, ...)` takes every clip of a narration table through the stages and wri
 outputs (`beam.py` runs the same stages on Apache Beam).
 
     clips       `clips.read_clip_specs`: table rows -> `ClipSpec`s
+    ego_filter  `ego_filter.apply_filter` (optional): drops clips a probe scores as not
+                egocentric
     frames, detections, tracks, narration, records
                 `stages.py`, frames to tracks on `workers` processes, narration a batch at a
                 time through the narration cache
@@ -34,6 +36,7 @@ import tqdm
 
 from egovideo_jax.hod.cache import FinishedClipStore, NarrationCache
 from egovideo_jax.hod.clips import ClipSpec, read_clip_specs
+from egovideo_jax.hod.ego_filter import EgoFilter, apply_filter
 from egovideo_jax.hod.narrators import Narrator
 from egovideo_jax.hod.narrators.validated import ValidatedNarrator
 from egovideo_jax.hod.options import NarratorSpec, PipelineOptions, validated_narrator
@@ -47,14 +50,17 @@ RUN_NAME = 'run.json'
 
 
 def run_fingerprint(csv_path: str | os.PathLike, options: PipelineOptions,
-                    narrator: ValidatedNarrator) -> dict:
+                    narrator: ValidatedNarrator, ego_filter: EgoFilter | None = None) -> dict:
     """What the finished clips of a run depend on; a restart must match it."""
     with open(csv_path, 'rb') as file:
         table_sha256 = hashlib.sha256(file.read()).hexdigest()
-    return {'input_csv': os.path.abspath(csv_path), 'input_sha256': table_sha256,
-            'options': json.loads(json.dumps(dataclasses.asdict(options))),
-            'narrator': narrator.name, 'model': narrator.model,
-            'prompt_version': PROMPT_VERSION}
+    fingerprint = {'input_csv': os.path.abspath(csv_path), 'input_sha256': table_sha256,
+                   'options': json.loads(json.dumps(dataclasses.asdict(options))),
+                   'narrator': narrator.name, 'model': narrator.model,
+                   'prompt_version': PROMPT_VERSION}
+    if ego_filter is not None:
+        fingerprint['ego_filter'] = ego_filter.fingerprint()
+    return fingerprint
 
 
 def claim_work_dir(work_dir: Path, fingerprint: dict) -> None:
@@ -90,14 +96,16 @@ def run_pipeline(csv_path: str | os.PathLike, output_dir: str | os.PathLike,
                  options: PipelineOptions, narrator: NarratorSpec | Narrator = NarratorSpec(),
                  *, cache_dir: str | os.PathLike | None = None, records_per_shard: int = 256,
                  record_format: str = 'tfrecord', workers: int = 1,
-                 producer: dict | None = None, progress: bool = True) -> RunReport:
+                 producer: dict | None = None, progress: bool = True,
+                 ego_filter: EgoFilter | None = None) -> RunReport:
     """Runs every stage in this process (frames to tracks on `workers` processes), resuming
-    from `output_dir`'s finished clips; writes the outputs and returns the report."""
+    from `output_dir`'s finished clips; writes the outputs and returns the report. With
+    `ego_filter`, clips it drops skip every later stage."""
     started = time.monotonic()
     output_dir = Path(output_dir)
     narrator = validated_narrator(narrator)
     work_dir = output_dir / WORK_DIR
-    claim_work_dir(work_dir, run_fingerprint(csv_path, options, narrator))
+    claim_work_dir(work_dir, run_fingerprint(csv_path, options, narrator, ego_filter))
     store = FinishedClipStore(work_dir / 'finished')
     cache = NarrationCache(Path(cache_dir) if cache_dir else output_dir / CACHE_DIR)
 
@@ -105,7 +113,11 @@ def run_pipeline(csv_path: str | os.PathLike, output_dir: str | os.PathLike,
     for item in read_clip_specs(csv_path, options.default_source):
         rows += 1
         (skips if isinstance(item, Skip) else specs).append(item)
-    pending = [spec for spec in specs if spec.clip_id not in store]
+    # Every clip, finished or not, is in the filter's table (finished ones from its cache).
+    kept, dropped, filter_section = apply_filter(specs, options, ego_filter, work_dir,
+                                                 output_dir, progress)
+    skips += dropped
+    pending = [spec for spec in kept if spec.clip_id not in store]
     batch_size = 2 * getattr(narrator.primary, 'max_concurrency', 1)
 
     prepared_bar = tqdm.tqdm(total=len(pending), desc='frames+tracks', unit='clip',
@@ -146,9 +158,9 @@ def run_pipeline(csv_path: str | os.PathLike, output_dir: str | os.PathLike,
                                      record_format=record_format, producer=producer,
                                      progress=progress)
     report = build_run_report(
-        'inprocess', rows=rows, resumed=len(specs) - len(pending), skips=skips + damaged,
+        'inprocess', rows=rows, resumed=len(kept) - len(pending), skips=skips + damaged,
         narrator=narrator, sources=sources, processed=processed, started=started,
-        outputs=output_paths(output_dir))
+        outputs=output_paths(output_dir), ego_filter=filter_section)
     write_report(output_dir, report)
     return report
 

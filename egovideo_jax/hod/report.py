@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from egovideo_jax.io.atomic import write_json_atomically
 
-STAGES = ('clips', 'frames', 'detections', 'tracks', 'narration', 'records')
+STAGES = ('clips', 'ego_filter', 'frames', 'detections', 'tracks', 'narration', 'records')
 REPORT_NAME = 'report.json'
 _LISTED_SKIPS = 10  # the summary table names this many skipped clips; report.json has all
 
@@ -46,6 +46,7 @@ class RunReport:
     seconds: float
     clips_per_second: float  # clips that went through the stages in this run, per second
     outputs: dict[str, str]
+    ego_filter: dict | None = None  # ego_filter.py: probe, threshold, kept / dropped counts
 
     def skip_counts(self) -> dict[str, int]:
         return dict(collections.Counter(skip.reason for skip in self.skips).most_common())
@@ -68,9 +69,16 @@ class RunReport:
                  + (f', {self.resumed} finished by an earlier run' if self.resumed else ''),
                  f'  {"stage":<12}{"in":>8}{"out":>8}{"skipped":>9}']
         for stage in STAGES:
+            if stage == 'ego_filter' and self.ego_filter is None:
+                continue  # no filter in this run
             counts = self.stages[stage]
             lines.append(f'  {stage:<12}{counts["in"]:>8}{counts["out"]:>8}'
                          f'{counts["skipped"]:>9}')
+        if self.ego_filter is not None:
+            found = self.ego_filter
+            lines.append(f'  ego filter: P({found["positive"]}) >= {found["threshold"]} '
+                         f'({found["probe"]}): {found["kept"]} kept, {found["dropped"]} '
+                         f'dropped; scores in {found["scores_csv"]}')
         narrator = self.narrator
         lines.append(f'  narrator {narrator["name"]} ({narrator["model"]}): '
                      f'{narrator["primary"]} primary, {narrator["fallback"]} fallback, '
@@ -117,7 +125,8 @@ def narrator_counts(name: str, model: str,
 
 def build_run_report(runner: str, *, rows: int, resumed: int, skips: Iterable[Skip], narrator,
                      sources: collections.Counter[tuple[str, bool]], processed: int,
-                     started: float, outputs: dict[str, str]) -> RunReport:
+                     started: float, outputs: dict[str, str],
+                     ego_filter: dict | None = None) -> RunReport:
     """The report of a finished run, from either runner: `narrator` has the `name` and `model`,
     `sources` counts the written clips as `narrator_counts` takes them, `processed` is the
     clips that went through the stages in this run and `started` its `time.monotonic()`."""
@@ -128,7 +137,7 @@ def build_run_report(runner: str, *, rows: int, resumed: int, skips: Iterable[Sk
         skips=skips, narrator=narrator_counts(narrator.name, narrator.model, sources),
         clips_written=sum(sources.values()), seconds=round(seconds, 3),
         clips_per_second=round(processed / seconds, 3) if seconds > 0 else 0.0,
-        outputs=outputs)
+        outputs=outputs, ego_filter=ego_filter)
 
 
 def write_report(directory: str | os.PathLike, report: RunReport) -> str:
