@@ -20,6 +20,9 @@ Layout written by `DatasetWriter` (ArrayRecord shards end in `.array_record`, no
      "narration_fields": ["text/narration"],   # text features non-empty in some clip
      "label_fields": ["labels/verb", "labels/noun", "labels/action", "captions/text"],
                                        # label block features in some clip ([] without)
+     "caption_counts": {"stored": 1234, "distinct": 321},
+                                       # captions over all clips, and distinct texts among
+                                       # them (absent in manifests written before it)
      "producer": {...},                # the command and config that wrote the dataset
      "created_utc": "2025-01-01T00:00:00Z"}
 
@@ -110,6 +113,8 @@ class DatasetWriter(AbortOnError):
         self._frame_sizes: set[tuple[int, int]] = set()
         self._narration_fields: set[str] = set()
         self._label_fields: set[str] = set()
+        self._captions_stored = 0
+        self._distinct_captions: set[str] = set()
         self._closed = False
 
     def __len__(self) -> int:
@@ -134,6 +139,8 @@ class DatasetWriter(AbortOnError):
         self._label_fields.update(f'labels/{name}' for name in clip.get('labels') or {})
         if clip.get('captions'):
             self._label_fields.add('captions/text')
+            self._captions_stored += len(clip['captions'])
+            self._distinct_captions.update(clip['captions'])
         if len(self._writer) == self.records_per_shard:
             self._finished.append(self._writer.close())
             self._writer = None
@@ -177,6 +184,8 @@ class DatasetWriter(AbortOnError):
             'narration_fields': [field for field in schema.NARRATION_FEATURES
                                  if field in self._narration_fields],
             'label_fields': [field for field in LABEL_FIELDS if field in self._label_fields],
+            'caption_counts': {'stored': self._captions_stored,
+                               'distinct': len(self._distinct_captions)},
             'producer': self.producer,
             'created_utc': datetime.datetime.now(datetime.timezone.utc).strftime(
                 '%Y-%m-%dT%H:%M:%SZ'),

@@ -37,6 +37,27 @@ def describe_dataset(dataset: ClipDataset) -> list[str]:
     return lines
 
 
+def training_records_line(dataset: ClipDataset) -> str:
+    """What a training run reads, in one line to compare with a benchmark's published counts:
+    `train records: N clips in DIR; classes: V verbs, N nouns, A actions; captions: D
+    distinct, S stored` (classes from classes.json, captions from the manifest's counts;
+    each part only where the dataset has it)."""
+    from egovideo_jax.records.classes import CLASSES_NAME, read_classes
+
+    parts = [f'train records: {len(dataset)} clips in {dataset.directory}']
+    if os.path.isfile(os.path.join(dataset.directory, CLASSES_NAME)):
+        classes = read_classes(dataset.directory)
+        parts.append('classes: ' + ', '.join(f'{len(names)} {head}s'
+                                             for head, names in classes.names.items()))
+    manifest = dataset.manifest or {}
+    counts = manifest.get('caption_counts')
+    if counts and counts['stored']:
+        parts.append(f'captions: {counts["distinct"]} distinct, {counts["stored"]} stored')
+    elif 'captions/text' in manifest.get('label_fields', []):
+        parts.append('captions: not counted (manifest.json predates caption_counts)')
+    return '; '.join(parts)
+
+
 def _counts(values: np.ndarray, names: dict | None = None) -> str:
     counts = collections.Counter(values.tolist())
     return ', '.join(f'{names.get(value, value) if names else value}: {count}'

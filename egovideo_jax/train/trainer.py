@@ -20,6 +20,7 @@ from egovideo_jax.model.layout import stack_layers
 from egovideo_jax.parallel import sharding
 from egovideo_jax.parallel.batching import DevicePrefetcher, global_batch
 from egovideo_jax.records.dataset import open_dataset
+from egovideo_jax.records.summary import training_records_line
 from egovideo_jax.train.checkpoint import Checkpointer
 from egovideo_jax.train.metrics import MetricLogger, peak_flops
 from egovideo_jax.train.preemption import PreemptionWatcher
@@ -136,7 +137,10 @@ class TrainingRun:
         self.is_lead = jax.process_index() == 0
         self.mesh = sharding.make_mesh(config.mesh)
 
-        self.total_steps = total_steps_of(config, len(open_dataset(config.data.train)))
+        train_records = open_dataset(config.data.train)
+        self.total_steps = total_steps_of(config, len(train_records))
+        if self.is_lead:
+            print(training_records_line(train_records))
         iterator = make_iterator(data_config_from(config, config.data.train, train=True),
                                  train=True, seed=config.seed,
                                  process_index=jax.process_index(),

@@ -6,6 +6,7 @@ loss, the held-out evaluators, the report and the export with the heads.
 The reduced runs must learn: one batch of 8 training clips seen 30 times. Measured: the
 summed verb + noun + action cross-entropy falls from ~7.5 to ~3; the max-margin loss from
 ~0.2 to ~0.05 (a model that learns nothing stays near its start)."""
+import re
 import subprocess
 import sys
 
@@ -57,6 +58,11 @@ def final_eval(workdir, name: str) -> dict[str, float]:
 
 def test_demo_cls_learns_evaluates_and_exports_the_heads(tmp_path, demo_dir):
     result = run_finetune('demo_cls', tmp_path, demo_dir)
+    # The counts of the labelled training split: all 11 demo actions as verbs, the 2
+    # objects as nouns, the (verb, noun) pairs that occur as actions.
+    assert re.search(rf'^train records: {BATCH_SIZE} clips in \S+train_labelled; classes: '
+                     r'11 verbs, 2 nouns, \d+ actions$', result.stdout, re.MULTILINE), \
+        result.stdout[:3000]
     assert 'task: classification: verb_noun_action heads' in result.stdout
     curve = losses(tmp_path)
     assert len(curve) == TOTAL_STEPS // LOG_EVERY
@@ -79,6 +85,9 @@ def test_demo_cls_learns_evaluates_and_exports_the_heads(tmp_path, demo_dir):
 
 def test_demo_mir_learns_and_reports_map_and_ndcg(tmp_path, demo_dir):
     result = run_finetune('demo_mir', tmp_path, demo_dir)
+    assert re.search(rf'^train records: {BATCH_SIZE} clips in \S+train_captioned; classes: '
+                     r'11 verbs, 2 nouns, \d+ actions; captions: \d+ distinct, \d+ stored$',
+                     result.stdout, re.MULTILINE), result.stdout[:3000]
     assert 'task: mir: max-margin ranking loss' in result.stdout
     curve = losses(tmp_path)
     assert np.mean(curve[-3:]) < LEARNED_FRACTION * curve[0], curve

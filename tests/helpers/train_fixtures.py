@@ -1,4 +1,5 @@
-"""Shared helpers for the training tests: a tiny records dataset and a tiny train config.
+"""Shared helpers for the training tests: a tiny records dataset (and a labelled, captioned
+copy of it for fine-tuning) and tiny train configs.
 
 The dataset has `NUM_CLASSES` clip classes; every frame of a class-c clip is one solid colour
 and its narrations name that colour, so text and video are learnable in a few dozen steps.
@@ -13,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +62,24 @@ def tiny_config(data_dir: str, *, stage: str = 'joint', total_steps: int = 6,
     """`get_config('demo[,stage]')` shrunk to the tiny model (32 px, batch 8, 4 fast frames,
     main-process decoding, a log line every step). `overrides`: {'a.b': value}."""
     config = get_config('demo' if stage == 'joint' else f'demo,{stage}')
+    return shrunk(config, data_dir, total_steps, checkpoint_every, overrides)
+
+
+def tiny_finetune_config(data_dir: str, task: str, *, total_steps: int = 6,
+                         checkpoint_every: int = 3, **overrides):
+    """`configs/finetune.py:TASK` (`demo_cls` or `demo_mir`, the slow/fast demo variant)
+    shrunk as `tiny_config`, on `data_dir` (e.g. `write_labelled_dataset`), with no
+    evaluators (so no best-checkpoint metric)."""
+    from configs.finetune import get_config as finetune_config
+    config = finetune_config(task)
+    with config.unlocked():
+        config.evals = ml_collections.ConfigDict()
+    config.checkpoint.best_metric = ''
+    return shrunk(config, data_dir, total_steps, checkpoint_every, overrides)
+
+
+def shrunk(config, data_dir: str, total_steps: int, checkpoint_every: int, overrides: dict):
+    """`config` with the tiny model and data settings of `tiny_config`."""
     config.model.variant = 'tiny'
     config.model.fast_frames = 4
     config.data.train = str(data_dir)
@@ -78,6 +98,55 @@ def tiny_config(data_dir: str, *, stage: str = 'joint', total_steps: int = 6,
     for key, value in overrides.items():
         set_key(config, key, value)
     return config
+
+
+# The label block of `write_labelled_dataset`: verb = the colour (record % 4), noun =
+# (record // 4) % 3, actions the (verb, noun) pairs that occur, sorted.
+LABELLED_VERBS = [f'paint {name}' for name in COLOURS]
+LABELLED_NOUNS = ['cup', 'pan', 'lid']
+
+
+def labelled_pair(record: int) -> tuple[int, int]:
+    return record % NUM_CLASSES, (record // 4) % len(LABELLED_NOUNS)
+
+
+def labelled_captions(record: int) -> list[tuple[str, float]]:
+    """(text, relevancy) of clip `record`: its own narration (1.0), the next colour's (0.5),
+    'a COLOUR scene' (0.3) and, for even records, the opposite colour's at 0.05 (under the
+    default 0.1 threshold: never drawn)."""
+    names = list(COLOURS)
+    own = record % NUM_CLASSES
+    captions = [(f'everything is {names[own]}', 1.0),
+                (f'everything is {names[(own + 1) % NUM_CLASSES]}', 0.5),
+                (f'a {names[own]} scene', 0.3)]
+    if record % 2 == 0:
+        captions.append((f'everything is {names[(own + 2) % NUM_CLASSES]}', 0.05))
+    return captions
+
+
+def write_labelled_dataset(directory, num_clips: int = 16, captions: bool = False) -> str:
+    """`write_dataset`'s colour clips with the label block and classes.json (through
+    `records.classes.with_labels`) and, with `captions`, `labelled_captions` per clip.
+    Returns `directory/labelled` (the unlabelled source is `directory/source`)."""
+    from egovideo_jax.records.classes import ClassMaps, with_labels
+    directory = Path(directory)
+    source = write_dataset(directory / 'source', num_clips=num_clips)
+    pairs = sorted({labelled_pair(record) for record in range(num_clips)})
+    classes = ClassMaps(
+        names={'verb': LABELLED_VERBS, 'noun': LABELLED_NOUNS,
+               'action': [f'{LABELLED_VERBS[v]}:{LABELLED_NOUNS[n]}' for v, n in pairs]},
+        action_to_verb=np.array([v for v, _ in pairs]),
+        action_to_noun=np.array([n for _, n in pairs]), source='tests/helpers/train_fixtures.py')
+    labels = {}
+    for record in range(num_clips):
+        verb, noun = labelled_pair(record)
+        labels[f'clip{record}'] = {'verb': verb, 'noun': noun,
+                                   'action': pairs.index((verb, noun))}
+    caption_table = ({f'clip{record}': labelled_captions(record) for record in range(num_clips)}
+                     if captions else None)
+    target = directory / 'labelled'
+    with_labels(source, target, labels, classes, captions_by_clip_id=caption_table)
+    return str(target)
 
 
 def set_key(config, dotted: str, value):
@@ -103,6 +172,19 @@ def checkpoint_steps(workdir) -> list[int]:
     if not directory.exists():
         return []
     return sorted(int(entry.name) for entry in directory.iterdir() if entry.name.isdigit())
+
+
+class Recorder:
+    """Hook: the steps it saw, and host copies of the state at `capture` steps (copied at
+    once: the next step donates the buffers)."""
+
+    def __init__(self, capture=()):
+        self.steps, self.states, self.capture = [], {}, set(capture)
+
+    def __call__(self, step, state, metrics):
+        self.steps.append(step)
+        if step in self.capture:
+            self.states[step] = host_tree(state)
 
 
 def host_tree(tree):

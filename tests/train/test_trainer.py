@@ -33,6 +33,7 @@ from egovideo_jax.train.trainer import NonFiniteLoss, initial_params, train
 from tests.helpers.params import perturbed
 from tests.helpers.train_fixtures import (
     REPO,
+    Recorder,
     assert_trees_bitwise_equal,
     checkpoint_steps,
     compile_cache,
@@ -62,19 +63,6 @@ def data_dir(tmp_path_factory):
 
 def resume_config(data_dir, checkpoint_every=3):
     return tiny_config(data_dir, total_steps=2 * K, checkpoint_every=checkpoint_every)
-
-
-class Recorder:
-    """Hook: the steps it saw, and host copies of the state at `capture` steps (copied at
-    once: the next step donates the buffers)."""
-
-    def __init__(self, capture=()):
-        self.steps, self.states, self.capture = [], {}, set(capture)
-
-    def __call__(self, step, state, metrics):
-        self.steps.append(step)
-        if step in self.capture:
-            self.states[step] = host_tree(state)
 
 
 @pytest.fixture(scope='module')
