@@ -51,6 +51,8 @@ class DemoMIR(Evaluator):
         queries = sorted(texts)
         relevancy = np.array([[graded_relevancy(pair, texts[text]) for text in queries]
                               for pair in clip_pairs], np.float64)
+        print(f'{self.name}: {len(clip_pairs)} clips from {records}, {len(queries)} captions',
+              flush=True)
         return Annotations(records, queries, relevancy)
 
     def chance_levels(self, annotations: Annotations) -> dict[str, float]:
