@@ -28,6 +28,8 @@ from tests.helpers.train_fixtures import (
     write_labelled_dataset,
 )
 
+pytestmark = pytest.mark.slow  # ~60 s: three runs per task; CI runs the slow suite too
+
 K = 3  # preemption step; an uninterrupted run takes 2K steps
 TOTAL = 2 * K
 CHECKPOINT_EVERY = 2  # K is not a checkpoint step: it is saved because of the signal
