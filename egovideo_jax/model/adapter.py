@@ -11,6 +11,50 @@ Dtype = Any
 logical = nn.with_logical_partitioning
 
 
+class TemporalDepthwiseConv(nn.Module):
+    """`nn.Conv(features, (3,), padding=1, feature_group_count=features)` over `[N, T, C]`,
+    with the same parameters (kernel `[3, 1, C]`, bias `[C]`), computed as three shifted
+    multiply-adds: XLA's CPU backend lowers the kernel gradient of a grouped convolution to a
+    dense `[3, C, C]` one (C times the work; most of a B/16 train step on CPU)."""
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        kernel = self.param('kernel', logical(nn.initializers.normal(math.sqrt(2 / 3)),
+                                              (None, None, 'adapter')),
+                            (3, 1, channels), self.param_dtype)
+        bias = self.param('bias', logical(nn.initializers.zeros, ('adapter',)), (channels,),
+                          self.param_dtype)
+        x = jnp.asarray(x, self.dtype)
+        taps = jnp.asarray(kernel[:, 0], self.dtype)
+        padded = jnp.pad(x, ((0, 0), (1, 1), (0, 0)))
+        # cross-correlation, as nn.Conv: out[t] = x[t-1] w0 + x[t] w1 + x[t+1] w2 + b
+        return (padded[:, :-2] * taps[0] + x * taps[1] + padded[:, 2:] * taps[2]
+                + jnp.asarray(bias, self.dtype))
+
+
+class PointwiseConv(nn.Module):
+    """`nn.Conv(features, (1,))` over `[N, T, C]` with its parameters (kernel `[1, C, F]`,
+    bias `[F]`) as one matrix product: on CPU, XLA computes the kernel gradient of a
+    width-1 convolution as a generic convolution over T, far slower than the product."""
+    features: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        kernel = self.param('kernel', logical(nn.initializers.normal(
+            math.sqrt(2 / channels)), (None, 'adapter_in', 'adapter')),
+            (1, channels, self.features), self.param_dtype)
+        bias = self.param('bias', logical(nn.initializers.zeros, ('adapter',)),
+                          (self.features,), self.param_dtype)
+        x = jnp.asarray(x, self.dtype)
+        return x @ jnp.asarray(kernel[0], self.dtype) + jnp.asarray(bias, self.dtype)
+
+
 class MotionAdapter(nn.Module):
     """x_tok += gamma * up(z + pointwise(depthwise_t(z))), z = GELU(down(x_tok)).
 
@@ -40,16 +84,8 @@ class MotionAdapter(nn.Module):
         # [B, T*P, H] -> [B*P, T, H]: one temporal sequence per spatial location.
         series = z.reshape(batch, self.num_frames, patches, hidden)
         series = series.transpose(0, 2, 1, 3).reshape(batch * patches, self.num_frames, hidden)
-        series = nn.Conv(hidden, (3,), padding=((1, 1),), feature_group_count=hidden, **dense,
-                         kernel_init=logical(nn.initializers.normal(math.sqrt(2 / 3)),
-                                             (None, None, 'adapter')),
-                         bias_init=logical(nn.initializers.zeros, ('adapter',)),
-                         name='dwconv')(series)
-        series = nn.Conv(hidden, (1,), **dense,
-                         kernel_init=logical(nn.initializers.normal(math.sqrt(2 / hidden)),
-                                             (None, 'adapter_in', 'adapter')),
-                         bias_init=logical(nn.initializers.zeros, ('adapter',)),
-                         name='conv')(series)
+        series = TemporalDepthwiseConv(**dense, name='dwconv')(series)
+        series = PointwiseConv(hidden, **dense, name='conv')(series)
         motion = series.reshape(batch, patches, self.num_frames, hidden)
         motion = motion.transpose(0, 2, 1, 3).reshape(batch, num_tokens, hidden)
         update = nn.Dense(width, **dense, name='up_proj',

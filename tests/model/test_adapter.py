@@ -57,3 +57,35 @@ def test_motion_adapter_is_temporal_and_local(adapter, frame, changed):
     expected[sorted(changed), patch] = True
     assert np.all(diff[expected] > 1e-4), diff[:, patch]
     assert np.all(diff[~expected] == 0), np.argwhere(diff != 0)
+
+
+@pytest.mark.parametrize('layer, reference', [  # nn.Conv with the adapter's initialisers
+    ('dwconv', lambda c: nn.Conv(c, (3,), padding=((1, 1),), feature_group_count=c,
+                                 kernel_init=nn.initializers.normal(np.sqrt(2 / 3)))),
+    ('conv', lambda c: nn.Conv(c, (1,), kernel_init=nn.initializers.normal(np.sqrt(2 / c)))),
+])
+def test_adapter_convolutions_equal_flax_conv(layer, reference):
+    """The adapter's convolutions (shifted multiply-adds, one product: fast gradients on CPU)
+    are nn.Conv's function with its parameters: same initial values from the same key, same
+    outputs and gradients (parameters and input)."""
+    from egovideo_jax.model.adapter import PointwiseConv, TemporalDepthwiseConv
+    channels = 12
+    ours = TemporalDepthwiseConv() if layer == 'dwconv' else PointwiseConv(channels)
+    conv = reference(channels)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((5, 16, channels)), jnp.float32)
+    params = nn.unbox(ours.init(jax.random.PRNGKey(3), x)['params'])
+    conv_params = conv.init(jax.random.PRNGKey(3), x)['params']
+    for name in ('kernel', 'bias'):
+        np.testing.assert_array_equal(params[name], conv_params[name])
+    params = perturbed(params, seed=4, scale=0.5)  # a non-zero bias too
+
+    def loss(module):
+        return lambda p, x: jnp.sum(jnp.sin(module.apply({'params': p}, x)))
+
+    np.testing.assert_allclose(ours.apply({'params': params}, x),
+                               conv.apply({'params': params}, x), atol=1e-5)
+    ours_grads = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+    conv_grads = jax.grad(loss(conv), argnums=(0, 1))(params, x)
+    for got, want in zip(jax.tree_util.tree_leaves(ours_grads),
+                         jax.tree_util.tree_leaves(conv_grads)):
+        np.testing.assert_allclose(got, want, atol=1e-4)
