@@ -14,9 +14,9 @@ For every model variant, in joint slow/fast co-training (4 slow + 16 fast frames
   and random inputs placed on the mesh with `global_batch`. Compilation (`lower().compile()`)
   is timed on its own; then `--warmup` steps, then the median of `--steps` timed steps, each
   waited for with `block_until_ready`. `--remat-policy auto` (default) keeps the config's
-  policy (`none`) when XLA's memory analysis of the compiled step fits the free memory, else
-  recompiles with `dots_no_batch`, then `full` (B/16 at batch 2 in float32 needs ~35 GB
-  without remat on CPU). Model FLOPs (`flops_per_step`, `flops_*`) are the analytic count of
+  policy (b16: `full`) when XLA's memory analysis of the compiled step fits the free memory,
+  else recompiles with `dots_no_batch`, then `full` (B/16 at batch 2 in float32 needs 1.9 GB
+  beyond its state with `full`, 10.6 GB with `none`, on CPU). Model FLOPs (`flops_per_step`, `flops_*`) are the analytic count of
   `egovideo_jax.train.flops.model_flops_from_config` (matmuls of the whole global batch,
   forward + backward, no remat recompute), which gives MFU where
   `egovideo_jax.train.metrics.peak_flops` knows the device (not for CPUs);
