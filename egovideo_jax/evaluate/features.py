@@ -11,7 +11,9 @@ depend on (the records' manifest, the model's configuration and parameter values
 counts), so a changed model or dataset never reads stale features:
 
     spec.json                 what the features are (written first)
-    part-00000.npz ...        `features [n, D]`, `indices [n]`: clips [k * part_clips, ...)
+    part-00000.npz ...        clips [k * part_clips, ...): `features [n, D]`, `indices [n]`,
+                              `clip_ids [n]`, `labels` (their label dicts as JSON), so
+                              reading the cache reads no record
 
 Each part is written atomically when its clips are embedded; a killed extraction restarted
 with the same arguments computes only the missing parts. With several processes (a
@@ -40,7 +42,7 @@ from egovideo_jax.model.encoder import Encoder
 from egovideo_jax.records.dataset import open_dataset, read_manifest
 from egovideo_jax.records.schema import decode_frames
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: parts hold the clip ids and labels
 PART_CLIPS = 256
 
 
@@ -127,34 +129,41 @@ def extract_features(model: Encoder, records: str | os.PathLike,
         for part in missing:
             indices = part_indices(part)
 
+            found = {}  # index -> (clip id, labels), kept beside the features
+
             def load(index):
                 clip = dataset.decode(int(index))
+                found[int(index)] = (clip['clip_id'], clip['labels'])
                 return clip_inputs(functools.partial(decode_frames, clip, shard=str(records),
                                                      index=int(index)),
                                    len(clip['frames_jpeg']), counts, size)
 
             features = embed_videos(model, list(indices), load, batch_size, num_workers,
                                     progress=progress)
+            clip_ids = [found[int(index)][0] for index in indices]
+            label_json = json.dumps([found[int(index)][1] for index in indices])
             buffer = io.BytesIO()
-            np.savez(buffer, features=features, indices=indices)
+            np.savez(buffer, features=features, indices=indices, clip_ids=np.array(clip_ids),
+                     labels=np.array(label_json))
             write_bytes_atomically(str(_part_path(directory, part)), buffer.getvalue())
     if processes > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(f'features {directory.name}')
-    return _read_cache(directory, dataset, parts, spec)
+    return _read_cache(directory, len(dataset), parts, spec)
 
 
-def _read_cache(directory: Path, dataset, parts: range, spec: dict) -> RecordFeatures:
+def _read_cache(directory: Path, num_clips: int, parts: range, spec: dict) -> RecordFeatures:
+    """The parts' features, clip ids and labels, in clip order (no record is read)."""
     features, labels, clip_ids = [], {}, []
     for part in parts:
         with np.load(_part_path(directory, part), allow_pickle=False) as arrays:
             features.append(arrays['features'])
             indices = arrays['indices']
-        for index in indices:  # the labels are small: read from the records, not cached
-            clip = dataset.decode(int(index))
-            clip_ids.append(clip['clip_id'])
-            for head, value in clip['labels'].items():
-                labels.setdefault(head, np.full(len(dataset), -1, np.int64))[index] = value
+            clip_ids += [str(clip_id) for clip_id in arrays['clip_ids']]
+            part_labels = json.loads(str(arrays['labels']))
+        for index, clip_labels in zip(indices, part_labels):
+            for head, value in clip_labels.items():
+                labels.setdefault(head, np.full(num_clips, -1, np.int64))[index] = value
     stacked = np.concatenate(features) if features else np.zeros((0, spec['embed_dim']),
                                                                   np.float32)
     return RecordFeatures(stacked, labels, clip_ids, spec)
