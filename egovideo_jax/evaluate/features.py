@@ -101,21 +101,22 @@ def _cache_dir(records: Path, cache_root: Path, spec: dict) -> Path:
 
 
 def extract_features(model: Encoder, records: str | os.PathLike,
-                     cache_root: str | os.PathLike, *, num_frames: int = 4,
-                     batch_size: int = 8, num_workers: int = 4, checkpoint: str = '',
-                     part_clips: int = PART_CLIPS, desc: str = 'features') -> RecordFeatures:
+                     cache_root: str | os.PathLike, spec: dict, *, batch_size: int = 8,
+                     num_workers: int = 4, part_clips: int = PART_CLIPS,
+                     desc: str = 'features') -> RecordFeatures:
     """The features and labels of every clip of the records directory `records`, computing
-    only the parts missing from the cache."""
+    only the parts missing from the cache. `spec` is `feature_spec(model, ...)`, computed
+    once by the caller for all its directories (it hashes every parameter)."""
     import jax
     records = Path(records)
-    spec = feature_spec(model, num_frames, checkpoint)
     directory = _cache_dir(records, Path(cache_root), spec)
     directory.mkdir(parents=True, exist_ok=True)
     write_json_atomically(directory / 'spec.json', {**spec, 'records': str(records.resolve())})
     dataset = open_dataset(records)
-    counts, size = frame_counts(model.config, num_frames), model.config.vision.image_size
+    counts, size = spec['frames'], model.config.vision.image_size
     parts = range(0, (len(dataset) + part_clips - 1) // part_clips)
     rank, processes = jax.process_index(), jax.process_count()
+
     def part_indices(part: int) -> np.ndarray:
         return np.arange(part * part_clips, min(len(dataset), (part + 1) * part_clips))
 

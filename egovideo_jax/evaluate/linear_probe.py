@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from egovideo_jax.evaluate.probe import L2_GRID
 from egovideo_jax.evaluate.registry import Evaluator, percent, register
 from egovideo_jax.records.classes import read_classes
 
@@ -71,30 +72,30 @@ class Annotations:
     evaluation: ProbeSplit
 
 
-def split_features(model, split: ProbeSplit, cache_root: Path, desc: str, **kwargs
-                   ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(features [N, D], labels [N], feature spec) of a split's clips; labels index
-    `split.classes` (-1: no label for the head)."""
+def split_features(model, split: ProbeSplit, cache_root: Path, spec: dict, desc: str,
+                   **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """(features [N, D], labels [N]) of a split's clips (`spec`: `features.feature_spec`);
+    labels index `split.classes` (-1: no label for the head)."""
     from egovideo_jax.evaluate.features import extract_features
     if split.records is not None:
-        found = extract_features(model, split.records, cache_root, desc=desc, **kwargs)
+        found = extract_features(model, split.records, cache_root, spec, desc=desc, **kwargs)
         labels = found.labels.get(split.head)
         if labels is None:
             raise ValueError(f'{split.records}: no clip has a {split.head!r} label')
-        return found.features, labels, found.spec
-    features, labels, spec = [], [], {}
+        return found.features, labels
+    features, labels = [], []
     for index, (name, directory) in enumerate(split.class_dirs):
-        found = extract_features(model, directory, cache_root, desc=f'{desc} {name}', **kwargs)
+        found = extract_features(model, directory, cache_root, spec, desc=f'{desc} {name}',
+                                 **kwargs)
         features.append(found.features)
         labels.append(np.full(len(found.features), index, np.int64))
-        spec = found.spec
-    return np.concatenate(features), np.concatenate(labels), spec
+    return np.concatenate(features), np.concatenate(labels)
 
 
 @register('linear_probe')
 class LinearProbeEvaluator(Evaluator):
     DEFAULTS = dict(train_records='', records='', head='action', train_classes='',
-                    classes='', l2_grid=(1e-4, 1e-3, 1e-2, 1e-1, 1.0), seed=0,
+                    classes='', l2_grid=L2_GRID, seed=0,
                     cache_dir='',  # default {workdir}/{name}/features
                     checkpoint='')  # recorded in the probe's feature spec
 
@@ -132,16 +133,17 @@ class LinearProbeEvaluator(Evaluator):
         return percent(chance)
 
     def evaluate(self, model, annotations: Annotations) -> dict[str, float]:
+        from egovideo_jax.evaluate.features import feature_spec
         from egovideo_jax.evaluate.probe import fit_linear_probe, probe_metrics
         config = self.config
         cache_root = Path(config.cache_dir) if config.cache_dir else (
             (self.outdir or Path('.')) / 'features')
-        options = dict(num_frames=config.num_frames, batch_size=config.batch_size,
-                       num_workers=config.num_workers, checkpoint=config.checkpoint)
-        train_x, train_y, spec = split_features(model, annotations.train, cache_root,
-                                                f'{self.name} train', **options)
-        eval_x, eval_y, _ = split_features(model, annotations.evaluation, cache_root,
-                                           f'{self.name} eval', **options)
+        spec = feature_spec(model, config.num_frames, config.checkpoint)  # hashes the params
+        options = dict(batch_size=config.batch_size, num_workers=config.num_workers)
+        train_x, train_y = split_features(model, annotations.train, cache_root, spec,
+                                          f'{self.name} train', **options)
+        eval_x, eval_y = split_features(model, annotations.evaluation, cache_root, spec,
+                                        f'{self.name} eval', **options)
         print(f'{self.name}: {int((train_y >= 0).sum())} training clips, '
               f'{int((eval_y >= 0).sum())} evaluation clips, '
               f'{len(annotations.train.classes)} classes', flush=True)

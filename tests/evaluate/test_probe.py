@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import egovideo_jax
-from egovideo_jax.evaluate.features import extract_features, parts_of_process
+from egovideo_jax.evaluate.features import extract_features, feature_spec, parts_of_process
 from egovideo_jax.evaluate.linear_probe import parse_class_dirs
 from egovideo_jax.evaluate.probe import (
     LinearProbe,
@@ -104,8 +104,9 @@ def _colour_dir(directory, colour_index: int, records):
 def test_feature_cache_resumes_and_follows_the_model(tmp_path, tiny_checkpoint, capsys):
     records = write_labelled_dataset(tmp_path / 'data', num_clips=10)
     model = egovideo_jax.load(tiny_checkpoint, variant='tiny', mode='single', verbose=False)
-    options = dict(num_frames=2, batch_size=4, num_workers=0, part_clips=4)
-    first = extract_features(model, records, tmp_path / 'cache', **options)
+    options = dict(batch_size=4, num_workers=0, part_clips=4)
+    spec = feature_spec(model, num_frames=2)
+    first = extract_features(model, records, tmp_path / 'cache', spec, **options)
     assert first.features.shape == (10, model.config.embed_dim)
     assert first.clip_ids == [f'clip{record}' for record in range(10)]
     np.testing.assert_array_equal(first.labels['verb'], np.arange(10) % len(COLOURS))
@@ -117,13 +118,14 @@ def test_feature_cache_resumes_and_follows_the_model(tmp_path, tiny_checkpoint, 
     assert sorted(path.name for path in cache.glob('part-*.npz')) == [
         'part-00000.npz', 'part-00001.npz', 'part-00002.npz']
     (cache / 'part-00001.npz').unlink()
-    again = extract_features(model, records, tmp_path / 'cache', **options)
+    again = extract_features(model, records, tmp_path / 'cache', spec, **options)
     assert '2 of 3 parts cached' in capsys.readouterr().out
     np.testing.assert_array_equal(again.features, first.features)
 
     # Other parameters: another cache, never the stale features.
     model.params = {**model.params, 'logit_scale': model.params['logit_scale'] + 1}
-    extract_features(model, records, tmp_path / 'cache', **options)
+    extract_features(model, records, tmp_path / 'cache', feature_spec(model, num_frames=2),
+                     **options)
     assert 'embedding 10 clips' in capsys.readouterr().out
     assert len(list((tmp_path / 'cache').iterdir())) == 2
 
