@@ -82,10 +82,11 @@ def validate(config) -> None:
         check(os.path.isfile(found.probe), 'ego_filter.probe',
               f'the probe file {found.probe!r} does not exist (python -m egovideo_jax.probe '
               f'writes one)')
-        check(0 <= found.threshold <= 1, 'ego_filter.threshold',
-              f'expected a probability in [0, 1], got {found.threshold}')
-        check(found.batch_size >= 1, 'ego_filter.batch_size',
-              f'expected >= 1, got {found.batch_size}')
+        from egovideo_jax.hod.ego_filter import check_settings
+        try:
+            check_settings(found.threshold, found.batch_size)
+        except ValueError as error:
+            raise ValueError(f'config.{error}') from None
 
 
 def pipeline_options(config):

@@ -40,6 +40,16 @@ CSV_FIELDS = ('clip_id', 'video_id', 'start', 'end', 'score', 'kept')
 ClipScorer = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 
+def check_settings(threshold: float, batch_size: int) -> None:
+    """ValueError naming the `ego_filter.` field that cannot be used (the command line checks
+    its config with this before loading the model)."""
+    if not 0 <= threshold <= 1:
+        raise ValueError(f'ego_filter.threshold: expected a probability in [0, 1], got '
+                         f'{threshold}')
+    if batch_size < 1:
+        raise ValueError(f'ego_filter.batch_size: expected >= 1, got {batch_size}')
+
+
 @dataclasses.dataclass(frozen=True)
 class EgoFilter:
     scorer: ClipScorer
@@ -49,11 +59,7 @@ class EgoFilter:
     batch_size: int = 8
 
     def __post_init__(self):
-        if not 0 <= self.threshold <= 1:
-            raise ValueError(f'ego_filter.threshold: expected a probability in [0, 1], got '
-                             f'{self.threshold}')
-        if self.batch_size < 1:
-            raise ValueError(f'ego_filter.batch_size: expected >= 1, got {self.batch_size}')
+        check_settings(self.threshold, self.batch_size)
 
     def fingerprint(self) -> dict:
         return {'probe_sha256': sha256_file(self.probe), 'positive': self.positive,
@@ -74,7 +80,7 @@ def score_clips(specs: Sequence[ClipSpec], options: PipelineOptions, ego_filter:
     batch: list[tuple[ClipSpec, np.ndarray]] = []
 
     def flush():
-        values = np.asarray(ego_filter.scorer([np.asarray(frames) for _, frames in batch]))
+        values = np.asarray(ego_filter.scorer([frames for _, frames in batch]))
         scores.update({spec.clip_id: round(float(value), 6)
                        for (spec, _), value in zip(batch, values)})
         write_json_atomically(path, scores)
